@@ -1,0 +1,77 @@
+"""callscaler-async: the asyncio SDK for the CallScaler REST API v1.
+
+>>> import callscaler_async as cs
+>>> async def main() -> None:
+...     async with cs.CallScaler() as client:   # CALLSCALER_API_KEY from the environment
+...         async for call in client.calls.list(date_from=datetime.date(2026, 1, 1)):
+...             print(call.id, call.status, call.cost)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._client import DEFAULT_BASE_URL, CallScaler
+from ._errors import (
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    CallScalerError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimiterUnavailable,
+    RateLimitError,
+    ResponseDecodeError,
+    ResponseTooLargeError,
+)
+from ._money import Money
+from ._pagination import AsyncPaginator, Page
+from ._version import __version__
+from .models import *  # noqa: F403
+from .models import __all__ as _models_all
+from .ratelimit import BusinessRateGate, RateLimit, RateLimitSnapshot
+from .resources import NOT_GIVEN, Download
+
+if TYPE_CHECKING:
+    from .ratelimit.redis import RedisRateLimiter
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "NOT_GIVEN",
+    "APIConnectionError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AsyncPaginator",
+    "AuthenticationError",
+    "BadRequestError",
+    "BusinessRateGate",
+    "CallScaler",
+    "CallScalerError",
+    "Download",
+    "InternalServerError",
+    "Money",
+    "NotFoundError",
+    "Page",
+    "PermissionDeniedError",
+    "RateLimit",
+    "RateLimitError",
+    "RateLimitSnapshot",
+    "RateLimiterUnavailable",
+    "RedisRateLimiter",
+    "ResponseDecodeError",
+    "ResponseTooLargeError",
+    "__version__",
+    *_models_all,
+]
+
+
+def __getattr__(name: str) -> Any:
+    # redis-py is optional and costs import time: load it only when asked for.
+    if name == "RedisRateLimiter":
+        from .ratelimit.redis import RedisRateLimiter
+
+        return RedisRateLimiter
+    raise AttributeError(f"module 'callscaler_async' has no attribute {name!r}")

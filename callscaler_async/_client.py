@@ -1,0 +1,253 @@
+"""``CallScaler``: configuration, session lifecycle and the resource attributes."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from ._transport import (
+    Hook,
+    Hooks,
+    RawResponse,
+    RequestOptions,
+    Transport,
+    _is_loopback,
+    key_prefix,
+)
+from .ratelimit import (
+    Priority,
+    RateGate,
+    RateLimit,
+    RateLimitSnapshot,
+    business_key,
+    gate_for,
+)
+from .ratelimit._config import priority_rank
+from .resources import Account, Analytics, CallFlows, Calls, Numbers
+
+__all__ = ["DEFAULT_BASE_URL", "CallScaler"]
+
+DEFAULT_BASE_URL: Final = "https://callscaler.com/api/v1/"
+DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+_UNSET: Any = object()
+
+
+class CallScaler:
+    """The asyncio client of the CallScaler REST API v1.
+
+    One client per business and event loop, opened once and closed at the end:
+
+    >>> import asyncio, callscaler_async as cs
+    >>> async def main() -> None:
+    ...     async with cs.CallScaler() as client:        # key from CALLSCALER_API_KEY
+    ...         page = await client.calls.list(per_page=10)
+    ...         async for call in client.calls.list(status="answered"):
+    ...             print(call.id, call.started_at, call.cost)
+
+    Every request passes the business's rate gate (``rate_limit``, 60 per minute by default,
+    shared by all clients of the same ``business`` in the process, or across processes with
+    ``rate_limiter=cs.RedisRateLimiter(...)``).
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        rate_limit: RateLimit = RateLimit(requests=60, period=60.0),  # noqa: B008
+        max_retries: int = 3,
+        timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+        business: str | None = None,
+        rate_limiter: RateGate | None = None,
+        priority: Priority = "normal",
+        max_wait: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        allow_insecure_http: bool = False,
+        on_request: Hook | None = None,
+        on_response: Hook | None = None,
+        on_retry: Hook | None = None,
+        on_rate_limit_wait: Hook | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("CALLSCALER_API_KEY")
+        if not key:
+            raise ValueError(
+                "no API key: pass api_key= or set CALLSCALER_API_KEY "
+                "(create one in Settings > API Keys)"
+            )
+        if not isinstance(key, str) or key != key.strip() or any(c in key for c in "\r\n "):
+            raise ValueError("the API key must be a string without whitespace")
+        url = base_url or os.environ.get("CALLSCALER_BASE_URL") or DEFAULT_BASE_URL
+        parsed = URL(url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"base_url must be an http(s) URL, got {url!r}")
+        if parsed.scheme == "http" and not _is_loopback(parsed.host) and not allow_insecure_http:
+            raise ValueError(
+                f"refusing to send the API key over plain http to {parsed.host}; use https, "
+                "or pass allow_insecure_http=True if you really mean it"
+            )
+        if not isinstance(rate_limit, RateLimit):
+            raise TypeError(f"rate_limit must be a RateLimit, got {rate_limit!r}")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        _check_timeout(timeout)
+        priority_rank(priority)
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or (max_response_bytes < 1)
+        ):
+            raise ValueError(f"max_response_bytes must be an int >= 1, got {max_response_bytes!r}")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise TypeError(f"session must be an aiohttp.ClientSession, got {session!r}")
+
+        self._key_prefix = key_prefix(key)
+        self.business = business or (rate_limiter.name if rate_limiter else business_key(key))
+        self._rate_limit_config = rate_limiter.rate_limit if rate_limiter else rate_limit
+        business_name = self.business
+
+        def make_gate() -> RateGate:
+            if rate_limiter is not None:
+                return rate_limiter
+            return gate_for(business_name, rate_limit)
+
+        hooks = Hooks()
+        for target, hook in (
+            (hooks.on_request, on_request),
+            (hooks.on_response, on_response),
+            (hooks.on_retry, on_retry),
+            (hooks.on_rate_limit_wait, on_rate_limit_wait),
+        ):
+            if hook is not None:
+                target.append(hook)
+        self._transport = Transport(
+            api_key=key,
+            base_url=url,
+            gate_factory=make_gate,
+            session=session,
+            max_response_bytes=max_response_bytes,
+            hooks=hooks,
+        )
+        self._options = RequestOptions(
+            max_retries=max_retries, timeout=timeout, priority=priority, max_wait=max_wait
+        )
+        self._root = True
+        self._last_response: RawResponse | None = None
+        self._init_resources()
+
+    def _init_resources(self) -> None:
+        self.calls = Calls(self)
+        self.numbers = Numbers(self)
+        self.call_flows = CallFlows(self)
+        self.analytics = Analytics(self)
+        self.account = Account(self)
+
+    # ----------------------------------------------------------------- options
+
+    def with_options(
+        self,
+        *,
+        priority: Priority | None = None,
+        max_wait: float | None = _UNSET,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+    ) -> CallScaler:
+        """A view of this client with other per-call settings, sharing its session and gate.
+
+        >>> # bulk work yields the budget to interactive calls of the same business:
+        >>> # async for call in client.with_options(priority="low").calls.list(): ...
+        """
+        changes: dict[str, Any] = {}
+        if priority is not None:
+            priority_rank(priority)
+            changes["priority"] = priority
+        if max_wait is not _UNSET:
+            if max_wait is not None and not max_wait >= 0:
+                raise ValueError(f"max_wait must be >= 0, got {max_wait!r}")
+            changes["max_wait"] = max_wait
+        if timeout is not None:
+            _check_timeout(timeout)
+            changes["timeout"] = timeout
+        if max_retries is not None:
+            if isinstance(max_retries, bool) or max_retries < 0:
+                raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+            changes["max_retries"] = max_retries
+        view = object.__new__(CallScaler)
+        view.__dict__.update(self.__dict__)
+        view._options = attrs.evolve(self._options, **changes)
+        view._root = False
+        view._init_resources()
+        return view
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> CallScaler:
+        self._transport._bind_loop()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the session this client created (an injected ``session=`` stays open)."""
+        if self._root:
+            await self._transport.aclose()
+
+    @property
+    def closed(self) -> bool:
+        return self._transport.closed
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def rate_limit(self) -> RateLimitSnapshot | None:
+        """The business gate's view: last ``X-RateLimit-*`` headers and pacing state.
+
+        None until the first response arrived.
+        """
+        gate = self._transport.gate_if_bound
+        if gate is None:
+            return None
+        snapshot = gate.snapshot()
+        if (
+            snapshot.limit is None
+            and snapshot.remaining is None
+            and snapshot.in_flight == 0
+            and (snapshot.paused_until is None)
+        ):
+            return None
+        return snapshot
+
+    @property
+    def last_response(self) -> RawResponse | None:
+        """The raw answer (status, headers, body) of the latest successful request."""
+        return self._last_response
+
+    @property
+    def base_url(self) -> str:
+        return str(self._transport.base_url)
+
+    @property
+    def options(self) -> RequestOptions:
+        return self._options
+
+    def __repr__(self) -> str:
+        return (
+            f"CallScaler(base_url={self.base_url!r}, key={self._key_prefix!r}, "
+            f"business={self.business!r})"
+        )
+
+
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be a number of seconds > 0, got {timeout!r}")

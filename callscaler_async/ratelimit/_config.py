@@ -1,0 +1,107 @@
+"""Rate-limit configuration and the read-only snapshot users can inspect."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from typing import Literal, Protocol
+
+import attrs
+
+from ._state import Ticket
+
+__all__ = ["Priority", "RateGate", "RateLimit", "RateLimitSnapshot", "priority_rank"]
+
+Priority = Literal["high", "normal", "low"]
+
+_RANKS: dict[str, int] = {"high": 0, "normal": 1, "low": 2}
+
+
+def priority_rank(priority: str) -> int:
+    try:
+        return _RANKS[priority]
+    except KeyError:
+        raise ValueError(
+            f"priority must be one of 'high', 'normal', 'low', got {priority!r}"
+        ) from None
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"RateLimit.{attribute.name} must be an int >= 1, got {value!r}")
+
+
+def _positive_period(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ValueError(f"RateLimit.{attribute.name} must be a finite number > 0, got {value!r}")
+
+
+@attrs.frozen
+class RateLimit:
+    """``requests`` per ``period`` seconds for one business (the API's is 60 per 60 s).
+
+    >>> RateLimit(requests=60, period=60.0)
+    RateLimit(requests=60, period=60.0)
+    """
+
+    requests: int = attrs.field(default=60, validator=_positive_int)
+    period: float = attrs.field(default=60.0, validator=_positive_period)
+
+
+@attrs.frozen
+class RateLimitSnapshot:
+    """What the gate knows now: the server's last word and our own pacing state.
+
+    ``limit``/``remaining``/``reset_at`` come from the latest ``X-RateLimit-*`` headers
+    (None before the first response); ``paused_until`` is set while a 429 pauses the
+    business; ``waiting`` counts tasks queued at the gate, ``in_flight`` requests sent and not
+    yet answered, ``foreign`` requests the server counted that were not ours.
+    """
+
+    limit: int | None
+    remaining: int | None
+    reset_at: dt.datetime | None
+    paused_until: dt.datetime | None = None
+    waiting: int = 0
+    in_flight: int = 0
+    foreign: int = 0
+    probing: bool = True
+    rate_limited: int = 0
+
+
+class RateGate(Protocol):
+    """What the transport needs from a rate gate (local or shared through Redis)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rate_limit(self) -> RateLimit: ...
+
+    async def acquire(
+        self, *, priority: Priority = "normal", max_wait: float | None = None
+    ) -> Ticket:
+        """Wait until a request may go; the caller must ``complete`` or ``abandon`` the ticket."""
+        ...
+
+    def complete(
+        self,
+        ticket: Ticket,
+        *,
+        status: int | None,
+        headers: Mapping[str, str] | None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Record the answer (``status`` None: no answer, the request may have been counted)."""
+        ...
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The admitted request was never sent."""
+        ...
+
+    def snapshot(self) -> RateLimitSnapshot: ...

@@ -1,0 +1,358 @@
+"""The business rate gate's state: pure bookkeeping, no I/O and no clock calls.
+
+Every method takes the current event-loop time (``now``) and, where Unix timestamps matter,
+the current Unix time, so the logic is tested with plain numbers (the style of h11 and
+gidgethub's ``sansio``).
+
+Why this is safe whatever window the server runs
+-------------------------------------------------
+Whether the server counts a fixed window, a sliding log or a token bucket of capacity ``N``
+refilled at ``N / P`` per second, its capacity at any instant ``t`` is at least
+``N - (requests it counted in (t - P, t])``. (For the bucket:
+``tokens(t) >= min(N, tokens(t - P) + N - spent(t - P, t]) >= N - spent(t - P, t]``.)
+So a client that never has more than ``N`` requests counted in any window of length ``P``
+never earns a 429 from any of the three. The server counts a request at some instant between
+our send and our receipt of its answer, so each request of ours *occupies a slot* from its
+send until ``P`` after its answer arrived: no latency guess is needed.
+
+Three refinements make it use the whole budget and stay safe with company:
+
+* **The server's count is an authority.** ``X-RateLimit-Remaining`` is how many more the
+  server would admit at the instant it answered, and under all three algorithms that number
+  only grows with time. So ``Remaining`` minus our requests it may not have counted yet (sent
+  later, or still in flight when it answered) may go at once, even where the sliding rule
+  would wait: this is how a fixed window's early reset is used, without guessing the algorithm.
+* **Reset frees at least one slot.** Whatever the algorithm, by ``X-RateLimit-Reset`` at
+  least one request more is admitted (the window ended, the oldest request left the log, or
+  the bucket refilled). When nothing else allows a request, one *probe* goes at Reset; its
+  answer carries a fresh ``Remaining``. The probe is counted like any request, so the sliding
+  rule simply waits one slot longer. A 429 on a probe switches probing off for good.
+* **Other consumers.** What the server counts beyond our own requests was spent by someone
+  else (another key, a cron job). That foreign share is held as occupied until it must have
+  expired.
+
+A 429 pauses the whole business until its ``retry_after`` has passed.
+
+Clock: ``X-RateLimit-Reset`` is Unix seconds. It is mapped to loop time through the Unix
+time the caller passes in, corrected by the server's ``Date`` header when the two disagree by
+more than the header's one-second resolution can explain.
+"""
+
+from __future__ import annotations
+
+import bisect
+import email.utils
+import math
+from collections import deque
+from collections.abc import Mapping
+from typing import Final
+
+import attrs
+
+__all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers"]
+
+# A Reset further ahead than this many periods is taken as nonsense (a proxy's, or a
+# misconfigured clock) and not waited for.
+_MAX_RESET_PERIODS: Final = 3.0
+
+
+@attrs.define(slots=True)
+class Ticket:
+    """One admitted request, from its admission until its answer (or failure) is recorded."""
+
+    seq: int
+    sent_at: float
+    done: bool = False
+
+
+@attrs.frozen
+class HeaderReading:
+    """The ``X-RateLimit-*`` and ``Date`` headers of one response, parsed; None where absent."""
+
+    limit: int | None
+    remaining: int | None
+    reset_unix: float | None
+    date_unix: float | None
+
+
+def _parse_int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        number = int(value.strip())
+    except ValueError:
+        try:
+            as_float = float(value.strip())
+        except ValueError:
+            return None
+        if not math.isfinite(as_float):
+            return None
+        number = int(as_float)
+    return number
+
+
+def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
+    """Read the rate-limit headers; invalid values count as absent, never as an error."""
+    limit = _parse_int(headers.get("X-RateLimit-Limit"))
+    remaining = _parse_int(headers.get("X-RateLimit-Remaining"))
+    reset = _parse_int(headers.get("X-RateLimit-Reset"))
+    date_unix: float | None = None
+    raw_date = headers.get("Date")
+    if raw_date:
+        try:
+            date_unix = email.utils.parsedate_to_datetime(raw_date).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            date_unix = None
+    return HeaderReading(
+        limit=limit if limit is not None and limit > 0 else None,
+        remaining=max(remaining, 0) if remaining is not None else None,
+        reset_unix=float(reset) if reset is not None and reset > 0 else None,
+        date_unix=date_unix,
+    )
+
+
+@attrs.define(slots=True)
+class _Completion:
+    sent_at: float
+    done_at: float
+
+
+def _done_at(completion: _Completion) -> float:
+    return completion.done_at
+
+
+class GateState:
+    """Decides when the next request of one business may go.
+
+    ``limit`` requests per ``period`` seconds. ``reset_margin`` is added to a server Reset
+    before a probe trusts it (clock skew between us and the server).
+    """
+
+    def __init__(self, limit: int, period: float, *, reset_margin: float | None = None) -> None:
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        if not period > 0:
+            raise ValueError(f"period must be > 0, got {period!r}")
+        self.limit = limit
+        self.period = period
+        self.reset_margin = (
+            reset_margin if reset_margin is not None else min(1.0, max(0.05, period / 200))
+        )
+        self._seq = 0
+        self._in_flight = 0
+        # Our answered requests that still occupy a slot, ordered by done_at (answers are
+        # recorded at the current time, so appends keep the order).
+        self._recent: deque[_Completion] = deque()
+        self._max_latency = 0.0
+        # Budget spent by other consumers, held until it must have expired.
+        self._foreign = 0
+        self._foreign_until = 0.0
+        # Latest header reading, by the send order of the request it answered.
+        self._obs_seq = -1
+        self.server_limit: int | None = None
+        self.remaining: int | None = None
+        self.reset_unix: float | None = None
+        self.reset_at: float | None = None  # loop time
+        self.skew = 0.0  # server Unix time minus ours, when detectably off
+        # Header authority: what the server would still admit, minus what it may not count yet.
+        self._obs_remaining: int | None = None
+        self._obs_uncounted = 0
+        # Probe at Reset.
+        self._probe_at: float | None = None
+        self._probe_ticket: Ticket | None = None
+        self.probing = True
+        # Pause after a 429.
+        self.paused_until = 0.0
+        self.pauses = 0
+        self.rate_limited = 0
+
+    # ----------------------------------------------------------------- admission
+
+    def _expire(self, now: float) -> None:
+        recent = self._recent
+        period = self.period
+        # Same expression as in next_time (done_at + period), so float rounding can never
+        # leave a slot "due" but not expired.
+        while recent and recent[0].done_at + period <= now:
+            recent.popleft()
+        if self._foreign and now >= self._foreign_until:
+            self._foreign = 0
+
+    def capacity(self, now: float) -> int:
+        """How many requests may go at ``now`` (0 while paused)."""
+        self._expire(now)
+        if now < self.paused_until:
+            return 0
+        sliding = self.limit - self._in_flight - len(self._recent) - self._foreign
+        if self._obs_remaining is not None:
+            sliding = max(sliding, self._obs_remaining - self._obs_uncounted)
+        if sliding <= 0 and self._probe_due(now):
+            return 1
+        return max(sliding, 0)
+
+    def _probe_due(self, now: float) -> bool:
+        return (
+            self.probing
+            and self._probe_at is not None
+            and now >= self._probe_at
+            and self._probe_ticket is None
+        )
+
+    def next_time(self, now: float) -> float | None:
+        """Earliest loop time a request may go (``now`` if at once); None: after an answer."""
+        if self.capacity(now) > 0:
+            return now
+        candidates: list[float] = []
+        occupied = self._in_flight + len(self._recent) + self._foreign
+        excess = occupied - self.limit  # slots that must free before one is ours
+        # Slots free as our answers age out and the foreign share expires, in time order.
+        frees = [c.done_at + self.period for c in self._recent]
+        if self._foreign:
+            frees.extend([self._foreign_until] * min(self._foreign, excess + 1))
+            frees.sort()
+        if 0 <= excess < len(frees):
+            candidates.append(frees[excess])
+        elif excess < 0:
+            candidates.append(now)  # only the pause holds us
+        if self.probing and self._probe_at is not None and self._probe_ticket is None:
+            candidates.append(self._probe_at)
+        if not candidates:
+            return None
+        return max(min(candidates), self.paused_until, now)
+
+    def admit(self, now: float) -> Ticket:
+        """Record that a request goes now (the caller checked ``capacity`` first)."""
+        self._expire(now)
+        self._seq += 1
+        self._in_flight += 1
+        self._obs_uncounted += 1
+        ticket = Ticket(seq=self._seq, sent_at=now)
+        if self._probe_due(now):
+            sliding = self.limit - self._in_flight - len(self._recent) - self._foreign + 1
+            header = (
+                self._obs_remaining - self._obs_uncounted + 1
+                if self._obs_remaining is not None
+                else 0
+            )
+            if sliding <= 0 and header <= 0:
+                self._probe_ticket = ticket
+                self._probe_at = None
+        return ticket
+
+    def abandon(self, ticket: Ticket) -> None:
+        """The admitted request was never sent (cancelled before any byte left)."""
+        if ticket.done:
+            return
+        ticket.done = True
+        self._in_flight -= 1
+        if self._obs_uncounted > 0:
+            self._obs_uncounted -= 1
+        if self._probe_ticket is ticket:
+            self._probe_ticket = None
+
+    # ------------------------------------------------------------------ feedback
+
+    def complete(
+        self,
+        ticket: Ticket,
+        now: float,
+        *,
+        unix_now: float,
+        headers: HeaderReading | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> float | None:
+        """Record the outcome of an admitted request.
+
+        ``status`` None means no answer arrived (connection error or cancellation after
+        sending: the server may still have counted it). Returns the loop time until which
+        the business is paused when this answer was a 429, else None.
+        """
+        if not ticket.done:
+            ticket.done = True
+            self._in_flight -= 1
+            self._recent.append(_Completion(ticket.sent_at, now))
+            latency = now - ticket.sent_at
+            if latency > self._max_latency:
+                self._max_latency = latency
+        was_probe = self._probe_ticket is ticket
+        if was_probe:
+            self._probe_ticket = None
+        self._expire(now)
+        if headers is not None:
+            self._observe(ticket, now, unix_now, headers)
+        if status == 429:
+            if was_probe:
+                self.probing = False  # this server's Reset does not free a slot
+            return self._on_rate_limited(now, retry_after)
+        return None
+
+    def _observe(self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading) -> None:
+        # Date has one-second resolution: server time lies in [date, date + 1).
+        if h.date_unix is not None and not (
+            h.date_unix - 1.0 <= unix_now + self.skew <= h.date_unix + 2.0
+        ):
+            self.skew = h.date_unix + 0.5 - unix_now
+        if h.limit is not None and h.limit < self.limit:
+            # The server knows better: never pace above what it announces.
+            self.limit = h.limit
+        if h.remaining is None:
+            return
+        if ticket.seq < self._obs_seq:
+            return  # an older request's answer arrived late: it knows less than we do
+        self._obs_seq = ticket.seq
+        self.server_limit = h.limit
+        self.remaining = h.remaining
+        limit = h.limit or self.limit
+        reset_at: float | None = None
+        if h.reset_unix is not None:
+            ahead = h.reset_unix - (unix_now + self.skew)
+            if -1.0 <= ahead <= _MAX_RESET_PERIODS * self.period + 1.0:
+                reset_at = now + max(ahead, 0.0)
+                self.reset_unix = h.reset_unix
+        self.reset_at = reset_at
+        self._probe_at = None if reset_at is None else reset_at + self.reset_margin
+
+        # Foreign share: what the server counts beyond the requests of ours it surely
+        # counted (answered before this one was sent, sent inside the window) and this one.
+        recent = self._recent
+        cutoff = bisect.bisect_right(recent, ticket.sent_at, key=_done_at)
+        horizon = now - self.period
+        # Answers that took long may have been sent before the horizon; they sit at the
+        # front (oldest answers), within the longest latency seen.
+        stale = 0
+        for c in recent:
+            if c.done_at > horizon + self._max_latency:
+                break
+            stale += c.sent_at <= horizon
+        surely_ours = 1 + max(0, cutoff - stale)
+        # Ours that this answer may not reflect: all but those answered before it was sent
+        # (the server may count a later-sent request first, and answer it first too).
+        self._obs_remaining = h.remaining
+        self._obs_uncounted = self._in_flight + (len(recent) - cutoff) - 1
+        foreign = (limit - h.remaining) - surely_ours
+        if foreign > 0:
+            self._foreign = foreign
+            self._foreign_until = now + self.period
+        else:
+            self._foreign = 0
+
+    def _on_rate_limited(self, now: float, retry_after: float | None) -> float:
+        self.rate_limited += 1
+        self._obs_remaining = 0
+        wait = retry_after if retry_after is not None else self.period
+        until = now + wait
+        if until > self.paused_until:
+            self.paused_until = until
+            self.pauses += 1
+        return self.paused_until
+
+    # ------------------------------------------------------------------- reading
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
+    def foreign(self) -> int:
+        return self._foreign

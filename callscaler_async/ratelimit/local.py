@@ -1,0 +1,342 @@
+"""The in-process business rate gate: one per business per event loop.
+
+Tasks queue at the gate in priority order (``high`` before ``normal`` before ``low``, first
+come first served within a priority); one timer wakes the queue when the state in
+``_state.GateState`` says a slot frees. Nothing polls: N waiting tasks cost one timer.
+
+Why aiolimiter is not the main pacer: a leaky bucket that lets a burst of ``N`` through
+(capacity ``N``) and drains at ``N / P`` admits ``2N - 1`` in some window of ``P`` (so
+``AsyncLimiter(60, 60)`` allows 119 a minute), and one that is window-safe
+(capacity ``b``, drain ``r`` with ``b + r·P <= N``) cannot use the budget's bursts. The sliding
+ledger of ``GateState`` is exact. aiolimiter paces where a leaky bucket is the right shape:
+the staggered restart after a 429 pause, configured as ``AsyncLimiter(1, P / (N - 1))``
+(at most ``1 + (N - 1) = N`` admissions in any window of ``P``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import heapq
+import itertools
+import logging
+import random
+import time
+import weakref
+from collections.abc import Callable, Mapping
+
+from aiolimiter import AsyncLimiter
+
+from .._errors import RateLimitError
+from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
+from ._state import GateState, Ticket, parse_rate_headers
+
+__all__ = ["BusinessRateGate", "business_key", "gate_for"]
+
+logger = logging.getLogger("callscaler_async.ratelimit")
+
+
+def business_key(api_key: str) -> str:
+    """A stable, secret-free name for the business behind a key (when none is given)."""
+    digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+    return f"key-{digest}"
+
+
+class BusinessRateGate:
+    """Admits the requests of one business so the server never answers 429.
+
+    Shared by every client of the business in this event loop (see ``gate_for``).
+
+    >>> async def main() -> None:
+    ...     gate = BusinessRateGate(RateLimit(requests=60, period=60.0), name="acme")
+    ...     ticket = await gate.acquire()
+    ...     gate.complete(ticket, status=200, headers={})
+    """
+
+    def __init__(
+        self,
+        rate_limit: RateLimit,
+        *,
+        name: str,
+        wall_clock: Callable[[], float] | None = None,
+        pause_jitter: float | None = None,
+    ) -> None:
+        self._rate_limit = rate_limit
+        self._name = name
+        self._state = GateState(rate_limit.requests, rate_limit.period)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wall_clock = wall_clock
+        self._anchor_unix = 0.0
+        self._anchor_loop = 0.0
+        self._heap: list[tuple[int, int, asyncio.Future[Ticket]]] = []
+        self._order = itertools.count()
+        self._waiting = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._pause_jitter = (
+            pause_jitter if pause_jitter is not None else min(1.0, rate_limit.period / 60)
+        )
+        self._stagger_until = 0.0
+        self._restart_pacer: AsyncLimiter | None = None
+        self.requests_admitted = 0
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        return self._rate_limit
+
+    @property
+    def state(self) -> GateState:
+        return self._state
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+            self._anchor_unix = time.time()
+            self._anchor_loop = loop.time()
+        elif self._loop is not loop:
+            raise RuntimeError(
+                f"rate gate {self._name!r} belongs to another event loop; create the client "
+                "inside the event loop that uses it (one client per loop)"
+            )
+        return loop
+
+    def unix_now(self) -> float:
+        """Unix time, anchored to the loop clock (monotonic; virtual under looptime)."""
+        if self._wall_clock is not None:
+            return self._wall_clock()
+        assert self._loop is not None
+        return self._anchor_unix + (self._loop.time() - self._anchor_loop)
+
+    # ---------------------------------------------------------------- admission
+
+    async def acquire(
+        self, *, priority: Priority = "normal", max_wait: float | None = None
+    ) -> Ticket:
+        """Wait for a slot. Cancelling the caller cancels the wait and gives the slot back."""
+        loop = self._bind()
+        rank = priority_rank(priority)
+        if max_wait is not None and max_wait < 0:
+            raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        now = loop.time()
+        if not self._heap and self._state.capacity(now) > 0 and now >= self._stagger_until:
+            return self._admit(now)
+        if max_wait is not None:
+            estimate = self._estimate_ready(now, rank)
+            if estimate is not None and estimate - now > max_wait:
+                raise self._too_long(estimate, now, max_wait)
+        fut: asyncio.Future[Ticket] = loop.create_future()
+        heapq.heappush(self._heap, (rank, next(self._order), fut))
+        self._waiting += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            ready = self._state.next_time(now)
+            logger.debug(
+                "rate gate %s: queued (priority %s, %d waiting, next slot in %s)",
+                self._name,
+                priority,
+                self._waiting,
+                "an answer" if ready is None else f"{max(ready - now, 0.0):.3f}s",
+            )
+        self._pump()
+        try:
+            if max_wait is None:
+                ticket = await fut
+            else:
+                try:
+                    async with asyncio.timeout(max_wait):
+                        ticket = await fut
+                except TimeoutError:
+                    now = loop.time()
+                    estimate = self._estimate_ready(now, rank) or now + self._rate_limit.period
+                    raise self._too_long(estimate, now, max_wait) from None
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Admitted in the same instant we were cancelled: hand the slot back.
+                self._state.abandon(fut.result())
+            else:
+                fut.cancel()
+            self._pump()
+            raise
+        finally:
+            self._waiting -= 1
+        if loop.time() < self._stagger_until and self._restart_pacer is not None:
+            try:
+                await self._restart_pacer.acquire()
+            except BaseException:
+                self.abandon(ticket)
+                raise
+        return ticket
+
+    def _admit(self, now: float) -> Ticket:
+        self.requests_admitted += 1
+        return self._state.admit(now)
+
+    def _estimate_ready(self, now: float, rank: int) -> float | None:
+        ready = self._state.next_time(now)
+        if ready is None:
+            return None
+        ahead = sum(1 for r, _, f in self._heap if r <= rank and not f.done())
+        return ready + (ahead // self._state.limit) * self._rate_limit.period
+
+    def _too_long(self, estimate: float, now: float, max_wait: float) -> RateLimitError:
+        wait = max(estimate - now, 0.0)
+        return RateLimitError(
+            f"the rate limit of business {self._name!r} allows the next request in about "
+            f"{wait:.1f}s, longer than max_wait={max_wait:g}s",
+            status=429,
+            code="max_wait_exceeded",
+            retry_after=wait,
+            retry_at=estimate,
+        )
+
+    def _pump(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        heap = self._heap
+        state = self._state
+        while heap:
+            fut = heap[0][2]
+            if fut.done():
+                heapq.heappop(heap)
+                continue
+            if state.capacity(now) <= 0:
+                break
+            heapq.heappop(heap)
+            fut.set_result(self._admit(now))
+        # Drop cancelled waiters so the heap does not grow with them.
+        while heap and heap[0][2].done():
+            heapq.heappop(heap)
+        if not heap:
+            return
+        ready = state.next_time(now)
+        if ready is None:
+            return  # an answer will call _pump
+        if self._timer is not None:
+            if self._timer_at <= ready and self._timer_at > now:
+                return
+            self._timer.cancel()
+        self._timer_at = max(ready, now)
+        self._timer = loop.call_at(self._timer_at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._pump()
+
+    # ----------------------------------------------------------------- feedback
+
+    def complete(
+        self,
+        ticket: Ticket,
+        *,
+        status: int | None,
+        headers: Mapping[str, str] | None,
+        retry_after: float | None = None,
+    ) -> None:
+        loop = self._loop
+        if loop is None or ticket.done:
+            return
+        now = loop.time()
+        reading = parse_rate_headers(headers) if headers else None
+        was_paused_until = self._state.paused_until
+        if status == 429:
+            wait = retry_after if retry_after is not None else self._rate_limit.period
+            retry_after = wait + random.uniform(0.0, self._pause_jitter)
+        paused = self._state.complete(
+            ticket,
+            now,
+            unix_now=self.unix_now(),
+            headers=reading,
+            status=status,
+            retry_after=retry_after,
+        )
+        if paused is not None and paused > was_paused_until:
+            self._begin_pause(now, paused)
+        self._pump()
+
+    def _begin_pause(self, now: float, until: float) -> None:
+        limit = self._state.limit
+        period = self._rate_limit.period
+        self._stagger_until = until + period
+        self._restart_pacer = AsyncLimiter(1, period / max(limit - 1, 1))
+        logger.info(
+            "rate gate %s: the server answered 429; pausing every request of this business "
+            "for %.2fs, then releasing them staggered",
+            self._name,
+            until - now,
+        )
+
+    def abandon(self, ticket: Ticket) -> None:
+        self._state.abandon(ticket)
+        self._pump()
+
+    # ----------------------------------------------------------------- reading
+
+    def snapshot(self) -> RateLimitSnapshot:
+        state = self._state
+        loop = self._loop
+
+        def to_datetime(loop_time: float | None) -> dt.datetime | None:
+            if loop_time is None or loop is None:
+                return None
+            unix = self.unix_now() + (loop_time - loop.time())
+            return dt.datetime.fromtimestamp(unix, tz=dt.UTC)
+
+        paused = None
+        if loop is not None and state.paused_until > loop.time():
+            paused = to_datetime(state.paused_until)
+        reset = (
+            dt.datetime.fromtimestamp(state.reset_unix, tz=dt.UTC)
+            if state.reset_unix is not None
+            else None
+        )
+        return RateLimitSnapshot(
+            limit=state.server_limit,
+            remaining=state.remaining,
+            reset_at=reset,
+            paused_until=paused,
+            waiting=self._waiting,
+            in_flight=state.in_flight,
+            foreign=state.foreign,
+            probing=state.probing,
+            rate_limited=state.rate_limited,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"BusinessRateGate(name={self._name!r}, requests={self._rate_limit.requests}, "
+            f"period={self._rate_limit.period})"
+        )
+
+
+_registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BusinessRateGate]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def gate_for(business: str, rate_limit: RateLimit) -> BusinessRateGate:
+    """The one gate of ``business`` in the running event loop, created on first use.
+
+    Clients of the same business share it; clients of different businesses never block
+    each other. A second client asking for the same business with a different limit is an
+    error, not a silent override.
+    """
+    loop = asyncio.get_running_loop()
+    gates = _registry.setdefault(loop, {})
+    gate = gates.get(business)
+    if gate is None:
+        gate = gates[business] = BusinessRateGate(rate_limit, name=business)
+    elif gate.rate_limit != rate_limit:
+        raise ValueError(
+            f"business {business!r} already has a rate gate with {gate.rate_limit}; "
+            f"a client asked for {rate_limit}. Clients of one business must agree on its limit."
+        )
+    return gate

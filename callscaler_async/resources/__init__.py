@@ -1,0 +1,9 @@
+"""One module per API area; each method builds a request and names the model."""
+
+from .account import Account
+from .analytics import Analytics
+from .call_flows import CallFlows
+from .calls import Calls, Download
+from .numbers import NOT_GIVEN, Numbers
+
+__all__ = ["NOT_GIVEN", "Account", "Analytics", "CallFlows", "Calls", "Download", "Numbers"]

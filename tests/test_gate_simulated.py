@@ -1,0 +1,283 @@
+"""The business gate against simulated servers of all three window algorithms.
+
+No sockets here: a request is a sleep to the server, a decision by the server's limiter (the
+same limiter classes the fake API uses), and a sleep back. Virtual time (looptime) makes a
+hundred windows take milliseconds, so these tests run many windows and many tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+import random
+from fractions import Fraction
+
+import pytest
+
+from callscaler_async.ratelimit import BusinessRateGate, RateLimit
+from callscaler_async.ratelimit._state import GateState, parse_rate_headers
+from callscaler_async.testing._ratelimit import make_limiter
+
+ALGORITHMS = ["fixed", "sliding", "bucket"]
+ANCHOR = 1_790_000_001.25  # not a multiple of the period: windows start mid-way
+
+
+class SimServer:
+    def __init__(
+        self,
+        algorithm: str,
+        limit: int,
+        period: float,
+        *,
+        latency: float = 0.01,
+        jitter: float = 0.0,
+    ) -> None:
+        self.limiter = make_limiter(algorithm, limit, period)
+        self.limit = limit
+        self.latency = latency
+        self.jitter = jitter
+        self.served = 0
+        self.rejected = 0
+        self.rng = random.Random(7)
+        self.admit_times: list[float] = []
+
+    def now(self) -> float:
+        return ANCHOR + asyncio.get_running_loop().time()
+
+    def headers(self, now: float) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.limiter.remaining(now)),
+            "X-RateLimit-Reset": str(math.ceil(self.limiter.reset(now))),
+            "Date": email.utils.formatdate(now, usegmt=True),
+        }
+
+    async def call(self, gate: BusinessRateGate) -> int:
+        ticket = await gate.acquire()
+        one_way = self.latency + self.rng.uniform(0, self.jitter)
+        await asyncio.sleep(one_way)
+        now = self.now()
+        if self.limiter.try_acquire(now):
+            status = 200
+            self.served += 1
+            self.admit_times.append(now)
+            headers = self.headers(now)
+            retry_after = None
+        else:
+            status = 429
+            self.rejected += 1
+            retry_after = max(1, math.ceil(self.limiter.retry_after(now)))
+            headers = {**self.headers(now), "Retry-After": str(retry_after)}
+        await asyncio.sleep(self.latency + self.rng.uniform(0, self.jitter))
+        gate.complete(ticket, status=status, headers=headers, retry_after=retry_after)
+        return status
+
+    async def foreign(self, n: int) -> int:
+        """Another consumer of the same business spending n requests at once."""
+        spent = 0
+        for _ in range(n):
+            spent += self.limiter.try_acquire(self.now())
+        return spent
+
+
+def make_gate(limit: int = 60, period: float = 3.0) -> BusinessRateGate:
+    loop = asyncio.get_running_loop()
+    return BusinessRateGate(
+        RateLimit(requests=limit, period=period),
+        name="sim",
+        wall_clock=lambda: ANCHOR + loop.time(),
+    )
+
+
+async def run_workers(server: SimServer, gate: BusinessRateGate, tasks: int, total: int) -> None:
+    queue = iter(range(total))
+
+    async def worker() -> None:
+        for _ in queue:
+            status = await server.call(gate)
+            while status == 429:  # a retry, as the transport would do
+                status = await server.call(gate)
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("tasks", [1, 50, 1000])
+async def test_no_429_over_many_windows(algorithm: str, tasks: int) -> None:
+    server = SimServer(algorithm, 60, 3.0, latency=0.01, jitter=0.005)
+    gate = make_gate()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await run_workers(server, gate, tasks, 600)
+    elapsed = loop.time() - start
+    assert server.rejected == 0
+    assert server.served == 600
+    # 600 requests at 60 per 3 s need at least 9 periods after the first burst.
+    assert elapsed >= 9 * 3.0 - 3.0
+    if tasks > 1:
+        assert elapsed <= 9 * 3.0 * 1.10 + 1.0, elapsed
+
+
+@pytest.mark.looptime
+async def test_fixed_window_early_reset_is_used() -> None:
+    """A fixed window restores the budget at its Reset; the probe there finds it at once."""
+    server = SimServer("fixed", 60, 3.0, latency=0.005)
+    gate = make_gate()
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await run_workers(server, gate, 60, 600)
+    elapsed = loop.time() - start
+    assert server.rejected == 0
+    # ANCHOR is 0.25 s into a window: ten bursts at the window ends need 9 periods - 0.25 s,
+    # where a sliding-only client would need 9 periods plus latency.
+    assert elapsed < 9 * 3.0 - 0.15, elapsed
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("algorithm", ["sliding", "bucket"])
+async def test_probe_at_reset_is_safe_on_other_algorithms(algorithm: str) -> None:
+    server = SimServer(algorithm, 60, 3.0, latency=0.005)
+    gate = make_gate()
+    await run_workers(server, gate, 60, 600)
+    assert server.rejected == 0
+    assert gate.state.probing
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_foreign_consumer_is_learned_from_headers(algorithm: str) -> None:
+    server = SimServer(algorithm, 60, 3.0, latency=0.01)
+    gate = make_gate()
+    await run_workers(server, gate, 20, 30)
+    # Someone else spends a quarter of the budget behind our back, steadily.
+    stop = asyncio.Event()
+
+    async def other_key() -> None:
+        while not stop.is_set():
+            await server.foreign(1)
+            await asyncio.sleep(0.2)
+
+    spender = asyncio.create_task(other_key())
+    await run_workers(server, gate, 20, 300)
+    stop.set()
+    await spender
+    # The gate learns only from answers, so at most a handful may collide the moment the
+    # other consumer appears; after that, none.
+    assert server.rejected <= 3, server.rejected
+    assert gate.state.pauses <= 3
+
+
+@pytest.mark.looptime
+async def test_a_429_pauses_everyone_once() -> None:
+    limit, period = 60, 3.0
+    gate = make_gate(limit, period)
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    tickets = [await gate.acquire() for _ in range(5)]
+    gate.complete(tickets[0], status=429, headers={}, retry_after=2.0)
+    for t in tickets[1:]:
+        gate.complete(t, status=200, headers={})
+    assert gate.state.pauses == 1
+    admitted: list[float] = []
+
+    async def one() -> None:
+        ticket = await gate.acquire()
+        admitted.append(loop.time())
+        gate.complete(ticket, status=200, headers={})
+
+    await asyncio.gather(*(one() for _ in range(10)))
+    assert min(admitted) >= t0 + 2.0
+    # Released staggered, not all at one instant.
+    assert len(set(admitted)) > 1
+    assert gate.state.pauses == 1
+
+
+@pytest.mark.looptime
+async def test_cancelled_waiter_gives_its_place_back() -> None:
+    gate = make_gate(2, 3.0)
+    first = [await gate.acquire() for _ in range(2)]
+    waiter = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0.1)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    for t in first:
+        gate.complete(t, status=200, headers={})
+    assert gate.snapshot().waiting == 0
+    # Both slots come back after the period; nothing was leaked to the cancelled waiter.
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    again = [await gate.acquire() for _ in range(2)]
+    assert loop.time() - t0 <= 3.0 + 1e-9
+    assert gate.state.in_flight == 2
+    for t in again:
+        gate.abandon(t)
+    assert gate.state.in_flight == 0
+
+
+@pytest.mark.looptime
+async def test_max_wait_raises_rate_limit_error_with_retry_at() -> None:
+    from callscaler_async import RateLimitError
+
+    gate = make_gate(2, 60.0)
+    held = [await gate.acquire() for _ in range(2)]
+    for t in held:
+        gate.complete(t, status=200, headers={})
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    with pytest.raises(RateLimitError) as info:
+        await gate.acquire(max_wait=1.0)
+    assert loop.time() - t0 < 1.0 + 1e-9  # raised at once, not after waiting
+    assert info.value.retry_at is not None and info.value.retry_at >= t0 + 59.0
+
+
+@pytest.mark.looptime
+async def test_high_priority_goes_before_low() -> None:
+    gate = make_gate(1, 1.0)
+    held = await gate.acquire()
+    order: list[str] = []
+
+    async def take(priority: str) -> None:
+        ticket = await gate.acquire(priority=priority)  # type: ignore[arg-type]
+        order.append(priority)
+        gate.complete(ticket, status=200, headers={})
+
+    lows = [asyncio.create_task(take("low")) for _ in range(3)]
+    await asyncio.sleep(0)
+    high = asyncio.create_task(take("high"))
+    await asyncio.sleep(0)
+    gate.complete(held, status=200, headers={})
+    await asyncio.gather(*lows, high)
+    assert order[0] == "high"
+
+
+def test_state_is_exact_without_a_loop() -> None:
+    """The sans-I/O core with plain numbers: N per P, never more, in any window."""
+    state = GateState(3, 10.0)
+    sends: list[float] = []
+    now = 0.0
+    for _ in range(12):
+        at = state.next_time(now)
+        assert at is not None
+        now = at
+        ticket = state.admit(now)
+        sends.append(now)
+        state.complete(ticket, now + 0.5, unix_now=ANCHOR + now + 0.5)
+    for i, t in enumerate(sends):
+        in_window = [s for s in sends if t <= s < t + 10.0]
+        assert len(in_window) <= 3, (i, in_window)
+
+
+def test_headers_are_parsed_leniently() -> None:
+    reading = parse_rate_headers(
+        {"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "-3", "X-RateLimit-Reset": "soon"}
+    )
+    assert reading.limit == 60 and reading.remaining == 0 and reading.reset_unix is None
+    assert parse_rate_headers({}).limit is None
+
+
+def test_exact_rates() -> None:
+    # The scaled limit used in tests has exact arithmetic: 60 per 3 s is 20 per second.
+    assert Fraction(60) / Fraction(3) == 20
