@@ -235,6 +235,7 @@ class Transport:
         while True:
             attempt += 1
             ticket = await self._acquire(options, method, route)
+            self.requests_sent += 1
             sent_at = loop.time()
             await self._call_hooks(
                 self.hooks.on_request, method=method, route=route, attempt=attempt
@@ -303,14 +304,18 @@ class Transport:
                     await self._backoff(attempt, decode_error, method, route, None)
                     continue
                 raise decode_error
-            error = error_from_response(status, body, headers, method=method, url=route)
-            if isinstance(error, AuthenticationError | PermissionDeniedError):
-                raise error
+            status_error = error_from_response(status, body, headers, method=method, url=route)
+            if isinstance(status_error, AuthenticationError | PermissionDeniedError):
+                raise status_error
             if status == 429 and attempt <= options.max_retries:
                 # The gate now holds the whole business until retry_after; the next acquire
                 # waits for it. No extra sleep here: one pause for everyone.
                 await self._call_hooks(
-                    self.hooks.on_retry, method=method, route=route, attempt=attempt, error=error
+                    self.hooks.on_retry,
+                    method=method,
+                    route=route,
+                    attempt=attempt,
+                    error=status_error,
                 )
                 logger.info("%s %s -> 429; retrying after the business pause", method, route)
                 continue
@@ -319,9 +324,11 @@ class Transport:
                 and attempt <= options.max_retries
                 and method in _IDEMPOTENT
             ):
-                await self._backoff(attempt, error, method, route, headers.get("Retry-After"))
+                await self._backoff(
+                    attempt, status_error, method, route, headers.get("Retry-After")
+                )
                 continue
-            raise error
+            raise status_error
 
     async def _acquire(self, options: RequestOptions, method: str, route: str) -> Ticket:
         gate = self.gate
@@ -488,7 +495,8 @@ class Transport:
         )
         while True:
             attempt += 1
-            ticket = await self._acquire(options, method, route)
+            ticket: Ticket | None = await self._acquire(options, method, route)
+            self.requests_sent += 1
             resp: aiohttp.ClientResponse | None = None
             api_status: int | None = None
             target = url
@@ -539,15 +547,17 @@ class Transport:
                 body = await resp.content.read(64 * 1024)
                 headers = resp.headers
                 resp.release()
-                error = error_from_response(resp.status, body, headers, method=method, url=route)
+                status_error = error_from_response(
+                    resp.status, body, headers, method=method, url=route
+                )
                 retryable = resp.status in _RETRY_STATUSES or resp.status == 429
                 if retryable and attempt <= options.max_retries and api_status is not None:
                     if resp.status != 429:
                         await self._backoff(
-                            attempt, error, method, route, headers.get("Retry-After")
+                            attempt, status_error, method, route, headers.get("Retry-After")
                         )
                     continue
-                raise error
+                raise status_error
             try:
                 yield resp
             finally:

@@ -27,6 +27,7 @@ from ._base import Resource
 
 if TYPE_CHECKING:
     from .._client import CallScaler
+    from ..sync import CallSync
 
 __all__ = ["Calls", "Download"]
 
@@ -109,6 +110,25 @@ class Calls(Resource):
             "GET", f"calls/{cid}/transcription", route="calls/{id}/transcription"
         )
         return self._one(payload, path, "transcription", Transcription)
+
+    def sync(
+        self,
+        *,
+        since: dt.datetime | dt.date,
+        until: dt.datetime | dt.date | None = None,
+        window: dt.timedelta = dt.timedelta(days=1),
+        concurrency: int = 8,
+    ) -> CallSync:
+        """Every call of ``[since, until]`` exactly once, fast; ``until`` is pinned now.
+
+        ``async for call in client.calls.sync(since=...)`` or
+        ``await client.calls.sync(since=...).run(sink, store=...)`` (checkpointed, resumable).
+        """
+        from ..sync import CallSync
+
+        return CallSync(
+            self._client, since=since, until=until, window=window, concurrency=concurrency
+        )
 
     def recording(self, call_id: uuid.UUID | str) -> Download:
         """The call's audio, streamed: ``async for chunk in ...`` or ``await ....save(path)``.

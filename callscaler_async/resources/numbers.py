@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import enum
 import uuid
 from typing import Any, Final, Literal
@@ -79,7 +80,7 @@ class Numbers(Resource):
         area_code: str | None = None,
         type: Literal["local", "toll_free"] | str = "local",
         limit: int = 10,
-    ) -> list[AvailableNumber]:
+    ) -> builtins.list[AvailableNumber]:
         """Numbers available to buy (nothing is bought)."""
         body: dict[str, Any] = {"type": format_choice(type, name="type"), "limit": limit}
         if area_code is not None:

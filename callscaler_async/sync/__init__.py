@@ -1,0 +1,39 @@
+"""Bulk sync of call history: snapshot-consistent, concurrent, checkpointed, resumable."""
+
+from ._checkpoint import (
+    CheckpointStore,
+    JSONFileStore,
+    MemoryStore,
+    SQLiteStore,
+    SyncCheckpoint,
+    SyncCheckpointError,
+)
+from ._engine import (
+    CallSync,
+    SyncError,
+    SyncProgress,
+    SyncSummary,
+    minimum_seconds,
+    sync_businesses,
+)
+from ._sinks import CSVSink, CallableSink, JSONLinesSink, Sink, as_sink
+
+__all__ = [
+    "CSVSink",
+    "CallSync",
+    "CallableSink",
+    "CheckpointStore",
+    "JSONFileStore",
+    "JSONLinesSink",
+    "MemoryStore",
+    "SQLiteStore",
+    "Sink",
+    "SyncCheckpoint",
+    "SyncCheckpointError",
+    "SyncError",
+    "SyncProgress",
+    "SyncSummary",
+    "as_sink",
+    "minimum_seconds",
+    "sync_businesses",
+]
