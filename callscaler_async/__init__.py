@@ -22,8 +22,8 @@ from ._errors import (
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
-    RateLimiterUnavailable,
     RateLimitError,
+    RateLimiterUnavailable,
     ResponseDecodeError,
     ResponseTooLargeError,
 )

@@ -26,7 +26,7 @@ STAMP = VENV / ".installed-extras"
 
 
 def ensure_env(extras: str) -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036  (run by whatever python3 the user has)
         sys.exit(f"Python 3.11+ is required, this is {sys.version.split()[0]}")
     if not PYTHON.exists():
         print(f"creating {VENV} ...", flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,12 +12,11 @@ import callscaler_async as cs
 from callscaler_async.testing import FakeCallScaler
 
 
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> object:
     # looptime's hook asks the event-loop policy for a loop even in synchronous tests, which
     # creates a loop nobody closes (a ResourceWarning, an error here). Sync tests need none.
-    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+    if pyfuncitem.get_closest_marker("asyncio") is None:
         pyfuncitem.funcargs.pop("event_loop_policy", None)
     return (yield)
 
@@ -63,3 +61,6 @@ async def aiohttp_echo() -> AsyncIterator[tuple[str, list[dict[str, str]]]]:
         yield f"http://127.0.0.1:{port}", seen
     finally:
         await runner.cleanup()
+
+
+from redis_server import redis_server  # noqa: E402, F401  (the real redis-server fixture)

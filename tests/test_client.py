@@ -169,7 +169,7 @@ async def test_numbers_endpoints(client: cs.CallScaler, fake: FakeCallScaler) ->
     released = await client.numbers.release(bought.id)
     assert released.deleted
     assert released.id == bought.id
-    with pytest.raises(ValueError, match="E.164"):
+    with pytest.raises(ValueError, match=r"E\.164"):
         await client.numbers.purchase("5735551234")
     with pytest.raises(ValueError, match="at least one"):
         await client.numbers.update(bought.id)
@@ -270,7 +270,9 @@ async def test_flat_error_shape(client: cs.CallScaler, fake: FakeCallScaler) -> 
 
 
 @pytest.mark.parametrize("body", ["json", "html", "empty"])
-async def test_5xx_is_retried_for_get(client: cs.CallScaler, fake: FakeCallScaler, body: str) -> None:
+async def test_5xx_is_retried_for_get(
+    client: cs.CallScaler, fake: FakeCallScaler, body: str
+) -> None:
     fake.faults.fail_next(2, status=502, body=body)
     fake.reset_stats()
     balance = await client.account.balance()

@@ -160,6 +160,7 @@ class GateState:
         # Probe at Reset.
         self._probe_at: float | None = None
         self._probe_ticket: Ticket | None = None
+        self._last_admit = -math.inf
         self.probing = True
         # Pause after a 429.
         self.paused_until = 0.0
@@ -191,11 +192,14 @@ class GateState:
         return max(sliding, 0)
 
     def _probe_due(self, now: float) -> bool:
+        # Only the first request after a Reset may rely on it: any request admitted since
+        # the Reset (by the other rules) may already have taken the slot it frees.
         return (
             self.probing
             and self._probe_at is not None
             and now >= self._probe_at
             and self._probe_ticket is None
+            and self._last_admit < self._probe_at - self.reset_margin
         )
 
     def next_time(self, now: float) -> float | None:
@@ -214,11 +218,21 @@ class GateState:
             candidates.append(frees[excess])
         elif excess < 0:
             candidates.append(now)  # only the pause holds us
-        if self.probing and self._probe_at is not None and self._probe_ticket is None:
+        if (
+            self.probing
+            and self._probe_at is not None
+            and self._probe_ticket is None
+            and self._last_admit < self._probe_at - self.reset_margin
+        ):
             candidates.append(self._probe_at)
         if not candidates:
             return None
-        return max(min(candidates), self.paused_until, now)
+        ready = max(min(candidates), self.paused_until, now)
+        if ready <= now:
+            # Nothing frees a slot at this instant after all (rounding): look again a
+            # millisecond later rather than spin.
+            ready = now + 0.001
+        return ready
 
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
@@ -227,7 +241,9 @@ class GateState:
         self._in_flight += 1
         self._obs_uncounted += 1
         ticket = Ticket(seq=self._seq, sent_at=now)
-        if self._probe_due(now):
+        probe = self._probe_due(now)
+        self._last_admit = now
+        if probe:
             sliding = self.limit - self._in_flight - len(self._recent) - self._foreign + 1
             header = (
                 self._obs_remaining - self._obs_uncounted + 1
@@ -316,7 +332,9 @@ class GateState:
         # Foreign share: what the server counts beyond the requests of ours it surely
         # counted (answered before this one was sent, sent inside the window) and this one.
         recent = self._recent
-        cutoff = bisect.bisect_right(recent, ticket.sent_at, key=_done_at)
+        # This answer is the last completion recorded; look at the others.
+        others = len(recent) - 1 if recent and recent[-1].sent_at == ticket.sent_at else len(recent)
+        cutoff = bisect.bisect_right(recent, ticket.sent_at, hi=others, key=_done_at)
         horizon = now - self.period
         # Answers that took long may have been sent before the horizon; they sit at the
         # front (oldest answers), within the longest latency seen.
@@ -329,7 +347,7 @@ class GateState:
         # Ours that this answer may not reflect: all but those answered before it was sent
         # (the server may count a later-sent request first, and answer it first too).
         self._obs_remaining = h.remaining
-        self._obs_uncounted = self._in_flight + (len(recent) - cutoff) - 1
+        self._obs_uncounted = self._in_flight + (others - cutoff)
         foreign = (limit - h.remaining) - surely_ours
         if foreign > 0:
             self._foreign = foreign

@@ -16,7 +16,7 @@ from ._engine import (
     minimum_seconds,
     sync_businesses,
 )
-from ._sinks import CSVSink, CallableSink, JSONLinesSink, Sink, as_sink
+from ._sinks import CallableSink, CSVSink, JSONLinesSink, Sink, as_sink
 
 __all__ = [
     "CSVSink",

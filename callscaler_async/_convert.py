@@ -1,0 +1,746 @@
+"""The one cattrs converter: JSON values <-> models.
+
+Everything that turns API JSON into models (and back) is configured here, once:
+
+* UUID strings -> ``uuid.UUID``; ISO 8601 timestamps -> aware UTC ``datetime`` (``Z``,
+  offsets, fractional seconds; a naive timestamp is taken as UTC, as the API documents);
+* every ``*_cents`` JSON field -> a ``Money`` attribute without the suffix, and back;
+* open enums keep unknown values; ``Number`` reads ``friendly_name`` or ``name``;
+* call-flow steps, settings and analytics rows keep fields the SDK does not know;
+* JSON types are checked, never coerced: ``"true"`` is not a bool, ``1.5`` not an int,
+  ``123`` not a string. Unknown fields are ignored (``strict_converter`` forbids them).
+
+Decoding runs the plain (fast) converter first; only when that fails is the input
+structured again with the detailed converter to name the JSON path of the first bad value.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar
+
+import attrs
+from cattrs import Converter
+from cattrs.errors import (
+    BaseValidationError,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._errors import ResponseDecodeError
+from ._money import Money
+from .models.account import Balance
+from .models.analytics import METRIC_NAMES, AnalyticsReport, AnalyticsRow, MetricValue
+from .models.call_flows import CallFlow, CallFlowSettings, CallFlowStep, CallFlowVersion
+from .models.calls import Call, Transcription, TranscriptionSegment
+from .models.common import Deleted, OpenStrEnum
+from .models.numbers import AvailableNumber, Number
+
+__all__ = [
+    "converter",
+    "decode",
+    "decode_list",
+    "encode",
+    "format_timestamp",
+    "parse_timestamp",
+    "strict_converter",
+]
+
+T = TypeVar("T")
+E = TypeVar("E", bound=OpenStrEnum)
+
+_MODELS: Final[tuple[type[Any], ...]] = (
+    Call,
+    Transcription,
+    TranscriptionSegment,
+    Number,
+    AvailableNumber,
+    CallFlow,
+    CallFlowVersion,
+    AnalyticsReport,
+    Balance,
+    Deleted,
+)
+_ZERO = timedelta(0)
+_CENTS_SUFFIX = "_cents"
+_MAX_QUOTE = 60
+
+# attribute name -> JSON key, per model, for the renamed ``*_cents`` fields (error paths).
+_JSON_KEYS: dict[type[Any], dict[str, str]] = {}
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+def _quote(value: Any) -> str:
+    """A short, safe rendering of a bad value for an error message."""
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    text = repr(value)
+    if len(text) > _MAX_QUOTE:
+        text = text[: _MAX_QUOTE - 3] + "..."
+    return text
+
+
+# -- scalar hooks ---------------------------------------------------------------------------
+
+
+def structure_str(value: Any, _: Any = None) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a string, got {_quote(value)}")
+
+
+def structure_int(value: Any, _: Any = None) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError(f"expected an integer, got {_quote(value)}")
+
+
+def structure_float(value: Any, _: Any = None) -> float:
+    if isinstance(value, float | int) and not isinstance(value, bool):
+        number = float(value)  # OverflowError for a huge int: reported as such by decode()
+        if number - number != 0:  # inf or nan
+            raise ValueError(f"expected a finite number, got {_quote(value)}")
+        return number
+    raise TypeError(f"expected a number, got {_quote(value)}")
+
+
+def structure_bool(value: Any, _: Any = None) -> bool:
+    if value is True or value is False:
+        return value
+    raise TypeError(f"expected true or false, got {_quote(value)}")
+
+
+_CANONICAL_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+).fullmatch
+_new_object = object.__new__
+_set_attribute = object.__setattr__
+
+
+def structure_uuid(value: Any, _: Any = None) -> uuid.UUID:
+    if type(value) is not str:
+        raise TypeError(f"expected a UUID string, got {_quote(value)}")
+    if _CANONICAL_UUID(value) is not None:
+        # The API's canonical form, already validated: build the UUID without re-parsing
+        # (uuid.UUID(str) costs about twice as much and ids are on every object).
+        parsed = _new_object(uuid.UUID)
+        _set_attribute(parsed, "int", int(value.replace("-", ""), 16))
+        _set_attribute(parsed, "is_safe", uuid.SafeUUID.unknown)
+        return parsed
+    try:  # other spellings uuid.UUID accepts: braces, urn:uuid:, no hyphens
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"expected a UUID, got {_quote(value)}") from None
+
+
+def parse_timestamp(value: Any, _: Any = None) -> datetime:
+    """ISO 8601 text -> aware UTC datetime; a timestamp without offset is taken as UTC."""
+    if type(value) is not str:
+        raise TypeError(f"expected an ISO 8601 timestamp string, got {_quote(value)}")
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"expected an ISO 8601 timestamp, got {_quote(value)}") from None
+    offset = moment.utcoffset()
+    if offset is None:
+        return moment.replace(tzinfo=UTC)
+    if offset == _ZERO:
+        return moment if moment.tzinfo is UTC else moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp out of range in UTC: {_quote(value)}") from None
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Aware or naive (taken as UTC) datetime -> ``YYYY-MM-DDTHH:MM:SSZ``."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _money(cents: int) -> Money:
+    # cents is a validated int here: skip Money's own check (hot path, two per call).
+    money = _new_object(Money)
+    _set_attribute(money, "cents", cents)
+    _set_attribute(money, "currency", "USD")
+    return money
+
+
+def structure_money_cents(value: Any, _: Any = None) -> Money:
+    return _money(value if type(value) is int else structure_int(value))
+
+
+def structure_open_enum(value: Any, cls: type[E]) -> E:
+    if type(value) is not str:
+        raise TypeError(f"expected a {cls.__name__} string, got {_quote(value)}")
+    member = cls._value2member_map_.get(value)
+    return member if member is not None else cls(value)  # type: ignore[return-value]
+
+
+def structure_metric_value(value: Any, _: Any = None) -> MetricValue:
+    if value is None or type(value) is int or type(value) is float:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"expected a number or null, got {_quote(value)}")
+
+
+# The optional variants check the common case inline: most fields are optional, and one
+# function call per field instead of two is most of the decoding time saved.
+def structure_optional_str(value: Any, _: Any = None) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    return structure_str(value)
+
+
+def structure_optional_int(value: Any, _: Any = None) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    return structure_int(value)
+
+
+def structure_optional_float(value: Any, _: Any = None) -> float | None:
+    return None if value is None else structure_float(value)
+
+
+def structure_optional_bool(value: Any, _: Any = None) -> bool | None:
+    if value is None or value is True or value is False:
+        return value
+    raise TypeError(f"expected true, false or null, got {_quote(value)}")
+
+
+def structure_optional_uuid(value: Any, _: Any = None) -> uuid.UUID | None:
+    return None if value is None else structure_uuid(value)
+
+
+def parse_optional_timestamp(value: Any, _: Any = None) -> datetime | None:
+    return None if value is None else parse_timestamp(value)
+
+
+def structure_optional_money_cents(value: Any, _: Any = None) -> Money | None:
+    if value is None:
+        return None
+    return _money(value if type(value) is int else structure_int(value))
+
+
+def _is_open_enum(type_: Any) -> bool:
+    return isinstance(type_, type) and issubclass(type_, OpenStrEnum)
+
+
+def _optional_open_enum(type_: Any) -> Any:
+    args = getattr(type_, "__args__", ())
+    return len(args) == 2 and type(None) in args and any(_is_open_enum(a) for a in args)
+
+
+def _make_optional_enum_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    enum_cls = next(a for a in type_.__args__ if _is_open_enum(a))
+
+    def structure_optional_open_enum(value: Any, _: Any) -> Any:
+        return None if value is None else structure_open_enum(value, enum_cls)
+
+    return structure_optional_open_enum
+
+
+def unstructure_open_enum(member: OpenStrEnum) -> str:
+    return member._value_
+
+
+def unstructure_optional_open_enum(member: OpenStrEnum | None) -> str | None:
+    return None if member is None else member._value_
+
+
+# -- containers -----------------------------------------------------------------------------
+
+
+def _is_list(type_: Any) -> bool:
+    return getattr(type_, "__origin__", None) is list
+
+
+def _note_index(exc: Exception, index: int | str, type_: Any) -> Exception:
+    note = IterableValidationNote(f"Structuring {type_!r} @ index {index!r}", index, type_)
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+    return exc
+
+
+def _make_list_hook(conv: Converter) -> Callable[[Any], Callable[[Any, Any], list[Any]]]:
+    def factory(type_: Any) -> Callable[[Any, Any], list[Any]]:
+        (elem_type,) = type_.__args__
+        elem_hook = conv.get_structure_hook(elem_type)
+        detailed = conv.detailed_validation
+
+        # Only a JSON array is a list: cattrs would happily iterate a string or an object.
+        def structure_json_array(value: Any, _: Any) -> list[Any]:
+            if type(value) is not list:
+                raise TypeError(f"expected an array, got {_quote(value)}")
+            if not detailed:
+                return [elem_hook(item, elem_type) for item in value]
+            result: list[Any] = []
+            errors: list[Exception] = []
+            for index, item in enumerate(value):
+                try:
+                    result.append(elem_hook(item, elem_type))
+                except Exception as exc:
+                    errors.append(_note_index(exc, index, elem_type))
+            if errors:
+                raise IterableValidationError(f"While structuring {type_!r}", errors, type_)
+            return result
+
+        return structure_json_array
+
+    return factory
+
+
+def _null_as_empty_list(hook: Callable[[Any, Any], list[Any]]) -> Callable[[Any, Any], list[Any]]:
+    def structure_list_or_null(value: Any, type_: Any) -> list[Any]:
+        return [] if value is None else hook(value, type_)
+
+    return structure_list_or_null
+
+
+def _field_errors(cls: type[Any], errors: list[tuple[str, Exception]]) -> ClassValidationError:
+    from cattrs.errors import AttributeValidationNote
+
+    noted = []
+    for key, exc in errors:
+        note = AttributeValidationNote(f"Structuring class {cls.__name__} @ {key}", key, Any)
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+        noted.append(exc)
+    return ClassValidationError(f"While structuring {cls.__name__}", noted, cls)
+
+
+def _require_object(value: Any, cls: type[Any]) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise TypeError(f"expected a JSON object for {cls.__name__}, got {_quote(value)}")
+    return value
+
+
+# -- open-ended objects: steps, settings, analytics rows ------------------------------------
+
+_STEP_FIELDS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "message": structure_str,
+    "number": structure_str,
+    "timeout_seconds": structure_int,
+}
+_SETTINGS_FIELDS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "recording": structure_bool,
+    "whisper": structure_bool,
+    "press1": structure_bool,
+}
+
+
+def structure_call_flow_step(value: Any, _: Any = None) -> CallFlowStep:
+    from .models.call_flows import StepType
+
+    obj = _require_object(value, CallFlowStep)
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    errors: list[tuple[str, Exception]] = []
+    for key, raw in obj.items():
+        if key == "type":
+            try:
+                known["type"] = structure_open_enum(raw, StepType)
+            except Exception as exc:
+                errors.append((key, exc))
+        elif key in _STEP_FIELDS and raw is not None:
+            try:
+                known[key] = _STEP_FIELDS[key](raw, None)
+            except Exception as exc:
+                errors.append((key, exc))
+        else:  # unknown fields, and known ones sent as null: kept for an exact round trip
+            extra[key] = raw
+    if "type" not in obj:
+        errors.append(("type", KeyError("type")))
+    if errors:
+        raise _field_errors(CallFlowStep, errors)
+    return CallFlowStep(**known, extra=extra)
+
+
+def unstructure_call_flow_step(step: CallFlowStep) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": step.type._value_}
+    out.update(converter.unstructure(step.extra))
+    for key in _STEP_FIELDS:
+        attr = getattr(step, key)
+        if attr is not None:
+            out[key] = attr
+    return out
+
+
+def structure_call_flow_settings(value: Any, _: Any = None) -> CallFlowSettings:
+    obj = _require_object(value, CallFlowSettings)
+    known: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
+    errors: list[tuple[str, Exception]] = []
+    for key, raw in obj.items():
+        if key in _SETTINGS_FIELDS and raw is not None:
+            try:
+                known[key] = _SETTINGS_FIELDS[key](raw, None)
+            except Exception as exc:
+                errors.append((key, exc))
+        else:
+            extra[key] = raw
+    if errors:
+        raise _field_errors(CallFlowSettings, errors)
+    return CallFlowSettings(**known, extra=extra)
+
+
+def unstructure_call_flow_settings(settings: CallFlowSettings) -> dict[str, Any]:
+    out: dict[str, Any] = converter.unstructure(settings.extra)
+    for key in _SETTINGS_FIELDS:
+        attr = getattr(settings, key)
+        if attr is not None:
+            out[key] = attr
+    return out
+
+
+def _split_analytics(
+    obj: dict[str, Any], cls: type[Any]
+) -> tuple[dict[str, Any], dict[str, MetricValue]]:
+    from .models.analytics import GROUP_KEYS
+
+    groups: dict[str, Any] = {}
+    metrics: dict[str, MetricValue] = {}
+    errors: list[tuple[str, Exception]] = []
+    for key, raw in obj.items():
+        if key in METRIC_NAMES:
+            try:
+                metrics[key] = structure_metric_value(raw)
+            except Exception as exc:
+                errors.append((key, exc))
+        elif key in GROUP_KEYS or raw is None or isinstance(raw, bool):
+            groups[key] = raw
+        elif isinstance(raw, int | float):
+            metrics[key] = raw
+        else:
+            groups[key] = raw
+    if errors:
+        raise _field_errors(cls, errors)
+    return groups, metrics
+
+
+def structure_analytics_row(value: Any, _: Any = None) -> AnalyticsRow:
+    groups, metrics = _split_analytics(_require_object(value, AnalyticsRow), AnalyticsRow)
+    return AnalyticsRow(groups=groups, metrics=metrics)
+
+
+def unstructure_analytics_row(row: AnalyticsRow) -> dict[str, Any]:
+    out: dict[str, Any] = converter.unstructure(row.groups)
+    out.update(row.metrics)
+    return out
+
+
+def _make_totals_hook(forbid_extra: bool) -> Callable[[Any, Any], dict[str, MetricValue]]:
+    def structure_analytics_totals(value: Any, _: Any) -> dict[str, MetricValue]:
+        groups, metrics = _split_analytics(_require_object(value, AnalyticsReport), dict)
+        if groups and forbid_extra:  # totals carry metrics only
+            raise ForbiddenExtraKeysError("", AnalyticsReport, set(groups))
+        return metrics
+
+    return structure_analytics_totals
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+def _is_money(type_: Any) -> bool:
+    return type_ is Money or (type_ == Money | None)
+
+
+def _is_factory(default: Any) -> bool:
+    return isinstance(default, attrs.Factory)  # type: ignore[arg-type]
+
+
+def _register_model(conv: Converter, cls: type[Any]) -> None:
+    attrs.resolve_types(cls)
+    overrides: dict[str, Any] = {}
+    renames: dict[str, str] = {}
+    for field in attrs.fields(cls):
+        hook: Callable[[Any, Any], Any] | None = None
+        if _is_factory(field.default) and _is_list(field.type):
+            hook = _null_as_empty_list(conv.get_structure_hook(field.type))
+        if _is_money(field.type):
+            renames[field.name] = field.name + _CENTS_SUFFIX
+        if cls is AnalyticsReport and field.name == "totals":
+            hook = _make_totals_hook(bool(conv.forbid_extra_keys))
+        if field.name in renames or hook is not None:
+            overrides[field.name] = override(rename=renames.get(field.name), struct_hook=hook)
+    if renames:
+        _JSON_KEYS[cls] = renames
+    generated: Callable[[Any, Any], Any] | None = None
+    if not conv.detailed_validation:
+        generated = _make_fast_structure_fn(cls, conv, overrides, renames)
+    if generated is None:
+        cattrs_fn = make_dict_structure_fn(cls, conv, **overrides)
+        name = cls.__name__
+
+        def structure_object(value: Any, type_: Any) -> Any:
+            if type(value) is not dict:
+                raise TypeError(f"expected a JSON object for {name}, got {_quote(value)}")
+            return cattrs_fn(value, type_)
+
+        generated = structure_object
+    structure = _number_hook(generated) if cls is Number else generated
+    conv.register_structure_hook(cls, structure)
+    unstructure_overrides = {name: override(rename=key) for name, key in renames.items()}
+    conv.register_unstructure_hook(
+        cls,
+        make_dict_unstructure_fn(cls, conv, **unstructure_overrides),  # type: ignore[arg-type]
+    )
+
+
+# Expressions that accept a valid JSON value without calling its hook ({} is the value);
+# anything else goes through the hook, which converts or raises.
+_INLINE_CHECKS: Final[dict[Any, str]] = {
+    str: "type({}) is str",
+    str | None: "{} is None or type(v) is str",
+    int: "type({}) is int",
+    int | None: "{} is None or type(v) is int",
+    bool: "{} is True or v is False",
+    bool | None: "{} is None or v is True or v is False",
+}
+
+
+def _make_fast_structure_fn(
+    cls: type[Any], conv: Converter, overrides: dict[str, Any], renames: dict[str, str]
+) -> Callable[[Any, Any], Any] | None:
+    """A leaner structuring function than cattrs' for the fast (non-detailed) path.
+
+    A missing optional key and an explicit null mean the same thing for every model here
+    (None, or [] for lists), so ``o.get(key)`` through the same hooks is equivalent to
+    cattrs' ``if key in o`` and saves building a kwargs dict. Returns None for a class
+    whose defaults do not allow this; cattrs' function is used then.
+    """
+    namespace: dict[str, Any] = {"__cl": cls, "__quote": _quote}
+    args: list[str] = []
+    for field in attrs.fields(cls):
+        name = field.name
+        key = renames.get(name, name)
+        override_hook = overrides[name].struct_hook if name in overrides else None
+        namespace[f"__h_{name}"] = override_hook or conv.get_structure_hook(field.type)
+        namespace[f"__t_{name}"] = field.type
+        if field.default is attrs.NOTHING:
+            source = f"o[{key!r}]"
+        elif (field.default is None and type(None) in getattr(field.type, "__args__", ())) or (
+            _is_factory(field.default) and override_hook is not None
+        ):
+            source = f"g({key!r})"
+        else:
+            return None
+        call = f"__h_{name}({{}}, __t_{name})"
+        inline = None if override_hook else _INLINE_CHECKS.get(field.type)
+        if inline is None:
+            args.append(f"        {name}={call.format(source)},")
+        else:  # the common valid case without a function call; the hook handles the rest
+            check = inline.format(f"(v := {source})")
+            args.append(f"        {name}=v if ({check}) else {call.format('v')},")
+    lines = [
+        "def structure_fast(o, _=None):",
+        "    if type(o) is not dict:",
+        f"        raise TypeError('expected a JSON object for {cls.__name__}, got ' + __quote(o))",
+        "    g = o.get",
+        "    return __cl(",
+        *args,
+        "    )",
+    ]
+    exec(
+        compile("\n".join(lines), f"<callscaler fast structure {cls.__name__}>", "exec"), namespace
+    )
+    fn: Callable[[Any, Any], Any] = namespace["structure_fast"]
+    fn.__name__ = fn.__qualname__ = f"structure_{cls.__name__}_fast"
+    return fn
+
+
+def _number_hook(generated: Callable[[Any, Any], Number]) -> Callable[[Any, Any], Number]:
+    def structure_number(value: Any, type_: Any) -> Number:
+        if type(value) is not dict:
+            raise TypeError(f"expected a JSON object for Number, got {_quote(value)}")
+        if "name" in value:  # the newer revision's spelling of friendly_name
+            value = dict(value)
+            name = value.pop("name")
+            if value.get("friendly_name") is None:
+                value["friendly_name"] = name
+        return generated(value, type_)
+
+    return structure_number
+
+
+def _configure(conv: Converter) -> Converter:
+    """Register every hook on ``conv``; the three converters differ only in their flags."""
+    conv.register_structure_hook(str, structure_str)
+    conv.register_structure_hook(int, structure_int)
+    conv.register_structure_hook(float, structure_float)
+    conv.register_structure_hook(bool, structure_bool)
+    conv.register_structure_hook(uuid.UUID, structure_uuid)
+    conv.register_structure_hook(datetime, parse_timestamp)
+    conv.register_structure_hook(Money, structure_money_cents)
+    conv.register_structure_hook(MetricValue, structure_metric_value)
+    # Direct hooks for the optional scalars: most fields are optional and this is the hot path.
+    conv.register_structure_hook(str | None, structure_optional_str)
+    conv.register_structure_hook(int | None, structure_optional_int)
+    conv.register_structure_hook(float | None, structure_optional_float)
+    conv.register_structure_hook(bool | None, structure_optional_bool)
+    conv.register_structure_hook(uuid.UUID | None, structure_optional_uuid)
+    conv.register_structure_hook(datetime | None, parse_optional_timestamp)
+    conv.register_structure_hook(Money | None, structure_optional_money_cents)
+    # Registered on the base class: singledispatch then prefers it to the ``str`` hook.
+    conv.register_structure_hook(OpenStrEnum, structure_open_enum)
+    conv.register_structure_hook_factory(_optional_open_enum, _make_optional_enum_hook)
+    conv.register_structure_hook_factory(_is_list, _make_list_hook(conv))
+    conv.register_structure_hook(CallFlowStep, structure_call_flow_step)
+    conv.register_structure_hook(CallFlowSettings, structure_call_flow_settings)
+    conv.register_structure_hook(AnalyticsRow, structure_analytics_row)
+
+    conv.register_unstructure_hook(uuid.UUID, str)
+    conv.register_unstructure_hook(datetime, format_timestamp)
+    conv.register_unstructure_hook(Money, int)
+    conv.register_unstructure_hook(OpenStrEnum, unstructure_open_enum)
+    conv.register_unstructure_hook_func(_optional_open_enum, unstructure_optional_open_enum)
+    conv.register_unstructure_hook(CallFlowStep, unstructure_call_flow_step)
+    conv.register_unstructure_hook(CallFlowSettings, unstructure_call_flow_settings)
+    conv.register_unstructure_hook(AnalyticsRow, unstructure_analytics_row)
+    for model in _MODELS:
+        _register_model(conv, model)
+    return conv
+
+
+#: The converter: detailed validation (errors name their JSON path), unknown fields ignored.
+converter: Final[Converter] = _configure(Converter(detailed_validation=True))
+#: Same hooks, but unknown fields are errors: tests use it to catch model drift.
+strict_converter: Final[Converter] = _configure(
+    Converter(detailed_validation=True, forbid_extra_keys=True)
+)
+# Same hooks without per-field bookkeeping: tried first, the detailed one only on failure.
+_fast_converter: Final[Converter] = _configure(Converter(detailed_validation=False))
+
+
+# -- errors -> JSON paths -------------------------------------------------------------------
+
+
+def _join(path: str, key: int | str) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if key.isidentifier():
+        return f"{path}.{key}"
+    return f"{path}[{key!r}]"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, RecursionError):
+        return "value nested too deeply"
+    if isinstance(exc, OverflowError):
+        return f"number out of range ({exc})"
+    text = str(exc) if isinstance(exc, TypeError | ValueError) else f"{type(exc).__name__}: {exc}"
+    return text or type(exc).__name__
+
+
+def _locate(exc: BaseException, path: str) -> tuple[str, str]:
+    """The JSON path and message of the first leaf error inside a cattrs error tree."""
+    while isinstance(exc, BaseValidationError):
+        if isinstance(exc, ClassValidationError):
+            with_notes, others = exc.group_exceptions()
+            if with_notes:
+                sub, note = with_notes[0]
+                key = _JSON_KEYS.get(exc.cl, {}).get(note.name, note.name)
+                path, exc = _join(path, key), sub
+                continue
+        elif isinstance(exc, IterableValidationError):
+            with_index, others = exc.group_exceptions()
+            if with_index:
+                sub, index_note = with_index[0]
+                path, exc = _join(path, index_note.index), sub
+                continue
+        else:
+            others = list(exc.exceptions)
+        if not others:
+            break
+        exc = others[0]
+    if isinstance(exc, ForbiddenExtraKeysError):
+        first = sorted(exc.extra_fields)[0]
+        return _join(path, first), f"unknown field {first!r} (strict decoding)"
+    return path, _describe(exc)
+
+
+# -- public API -----------------------------------------------------------------------------
+
+
+def _model_name(model: Any) -> str:
+    return getattr(model, "__name__", None) or repr(model)
+
+
+def decode(data: Any, model: type[T], *, path: str = "$", strict: bool = False) -> T:
+    """Structure decoded JSON into ``model``; any mismatch is a ``ResponseDecodeError``.
+
+    ``path`` is where ``data`` sits in the response, so errors name the full JSON path.
+    ``strict=True`` uses ``strict_converter`` (unknown fields are errors).
+
+    >>> from callscaler_async.models import Balance
+    >>> decode({"balance_cents": 2500}, Balance).balance
+    Money(cents=2500)
+    >>> try:
+    ...     decode({"balance_cents": "lots"}, Balance, path="$.data")
+    ... except ResponseDecodeError as exc:
+    ...     print(exc.path, "-", exc.message)
+    $.data.balance_cents - expected an integer, got 'lots'
+    """
+    if not strict:
+        try:
+            return _fast_converter.get_structure_hook(model)(data, model)  # type: ignore[no-any-return]
+        except Exception:
+            pass  # structured again below, slowly, to say where and why
+    try:
+        return (strict_converter if strict else converter).structure(data, model)
+    except Exception as exc:
+        where, message = _locate(exc, path)
+        raise ResponseDecodeError(message, path=where, model=_model_name(model)) from exc
+
+
+def decode_list(data: Any, model: type[T], *, path: str = "$", strict: bool = False) -> list[T]:
+    """Structure a JSON array of ``model`` objects (``path`` is the array's JSON path).
+
+    >>> from callscaler_async.models import Deleted
+    >>> decode_list([{"deleted": True, "id": "a1b2c3d4-e5f6-7890-abcd-ef1234567890"}], Deleted)
+    [Deleted(deleted=True, id=UUID('a1b2c3d4-e5f6-7890-abcd-ef1234567890'))]
+    """
+    list_type = list[model]  # type: ignore[valid-type]
+    if not strict:
+        try:
+            return _fast_converter.get_structure_hook(list_type)(data, list_type)  # type: ignore[no-any-return]
+        except Exception:
+            pass
+    try:
+        return (strict_converter if strict else converter).structure(data, list_type)
+    except Exception as exc:
+        where, message = _locate(exc, path)
+        raise ResponseDecodeError(message, path=where, model=_model_name(model)) from exc
+
+
+def encode(obj: Any) -> Any:
+    """Unstructure to JSON-ready values: UUID -> str, datetime -> ``...Z``, Money -> cents.
+
+    Inside a model a ``Money`` attribute goes back under its ``*_cents`` key.
+
+    >>> from callscaler_async.models import Balance
+    >>> encode(Balance(balance=Money.from_cents(2500)))["balance_cents"]
+    2500
+    """
+    return converter.unstructure(obj)

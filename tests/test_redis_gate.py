@@ -1,0 +1,528 @@
+"""RedisRateLimiter against a real redis-server (no mocks).
+
+Redis's clock cannot be virtualised, so these run in real time with a scaled budget
+(``LIMIT`` requests per ``PERIOD`` seconds) and each test stays under ~10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis_server import RedisServer, redis_server
+
+from callscaler_async._errors import RateLimitError, RateLimiterUnavailable
+from callscaler_async.ratelimit._config import RateLimit
+from callscaler_async.ratelimit.redis import RedisRateLimiter, redact_url
+
+__all__ = ["redis_server"]  # the fixture, imported for pytest
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(30)]
+
+LIMIT = 20
+PERIOD = 1.0
+RATE = RateLimit(LIMIT, PERIOD)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def max_in_window(times: list[float], period: float) -> int:
+    """The most timestamps in any half-open window of length ``period``."""
+    times = sorted(times)
+    best = 0
+    j = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - period:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def min_span(times: list[float], limit: int) -> float:
+    """Shortest time spanned by ``limit + 1`` consecutive timestamps (inf if too few)."""
+    times = sorted(times)
+    spans = [times[i + limit] - times[i] for i in range(len(times) - limit)]
+    return min(spans, default=float("inf"))
+
+
+async def hammer(gate: RedisRateLimiter, tasks: int, until: float) -> list[float]:
+    sends: list[float] = []
+
+    async def worker() -> None:
+        while True:
+            ticket = await gate.acquire()
+            now = time.monotonic()
+            if now >= until:
+                gate.abandon(ticket)
+                return
+            sends.append(now)
+            gate.complete(ticket, status=200, headers={})
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+    return sends
+
+
+# ----------------------------------------------------------------------- one process
+
+
+async def test_one_process_never_exceeds_limit(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="one", rate_limit=RATE)
+    try:
+        start = time.monotonic()
+        duration = 2.9  # three windows: at most 3 * LIMIT sends
+        sends = await hammer(gate, tasks=12, until=start + duration)
+    finally:
+        await gate.aclose()
+    assert max_in_window(sends, PERIOD) <= LIMIT
+    assert min_span(sends, LIMIT) >= PERIOD
+    budget = 3 * LIMIT
+    assert len(sends) >= 0.9 * budget, (len(sends), budget)
+    # Collapsed waiters: far fewer Redis calls than requests.
+    assert gate.redis_calls <= len(sends) // 4, (gate.redis_calls, len(sends))
+
+
+async def test_waiters_cost_one_call_per_batch(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="batch", rate_limit=RATE)
+    inspector = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await inspector.config_resetstat()
+        tasks = 3 * LIMIT
+        started = time.monotonic()
+
+        async def one() -> float:
+            ticket = await gate.acquire()
+            gate.complete(ticket, status=200, headers={})
+            return time.monotonic()
+
+        sends = await asyncio.gather(*(one() for _ in range(tasks)))
+        stats = await inspector.info("commandstats")
+    finally:
+        await gate.aclose()
+        await inspector.aclose()
+    # EVALSHA calls as Redis counts them (the first is refused with NOSCRIPT, then loaded).
+    calls = sum(
+        int(v["calls"]) - int(v.get("failed_calls", 0)) - int(v.get("rejected_calls", 0))
+        for k, v in stats.items()
+        if k in ("cmdstat_evalsha", "cmdstat_eval")
+    )
+    assert calls <= gate.redis_calls <= calls + 1, (calls, gate.redis_calls)
+    # 60 waiters, 20 per batch: 3 batches (a spare call or two at most), never 60.
+    assert 3 <= calls <= 6, calls
+    assert max_in_window(list(sends), PERIOD) <= LIMIT
+    assert max(sends) - started >= 2 * PERIOD  # the third batch waited two periods
+
+
+async def test_priority_order_within_a_batch(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="prio", rate_limit=RateLimit(2, PERIOD))
+    order: list[str] = []
+    try:
+        for _ in range(2):
+            gate.complete(await gate.acquire(), status=200, headers={})
+
+        async def one(priority: str) -> None:
+            ticket = await gate.acquire(priority=priority)  # type: ignore[arg-type]
+            order.append(priority)
+            gate.complete(ticket, status=200, headers={})
+
+        await asyncio.gather(one("low"), one("normal"), one("high"), one("normal"))
+    finally:
+        await gate.aclose()
+    assert order == ["high", "normal", "normal", "low"]
+
+
+# ------------------------------------------------------------------ several processes
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from callscaler_async.ratelimit._config import RateLimit
+    from callscaler_async.ratelimit.redis import RedisRateLimiter
+
+    url, duration, limit, period = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), float(
+        sys.argv[4]
+    )
+
+    async def main():
+        gate = RedisRateLimiter(
+            url, business="multi", rate_limit=RateLimit(limit, period), latency_margin=0.02
+        )
+        sends = []
+        print("ready", flush=True)
+        # The parent answers with a start time on the shared monotonic clock (Linux).
+        start_at = float(await asyncio.to_thread(sys.stdin.readline))
+        end = start_at + duration
+
+        async def worker():
+            while True:
+                ticket = await gate.acquire()
+                now = time.monotonic()
+                if now >= end:
+                    gate.abandon(ticket)
+                    return
+                sends.append(now)
+                gate.complete(ticket, status=200, headers={})
+
+        await asyncio.sleep(max(start_at - time.monotonic(), 0))
+        await asyncio.gather(*(worker() for _ in range(8)))
+        calls, lost = gate.redis_calls, gate.slots_lost
+        await gate.aclose()
+        print(json.dumps({"sends": sends, "calls": calls, "lost": lost, "end": end}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def run_workers(url: str, count: int, duration: float) -> list[dict[str, Any]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [url, str(duration), str(LIMIT), str(PERIOD)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(count)
+    ]
+    try:
+        for proc in procs:  # every interpreter has started and imported
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == b"ready"
+        start_at = time.monotonic() + 0.2
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(f"{start_at}\n".encode())
+            proc.stdin.flush()
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=20)
+            assert proc.returncode == 0, err.decode()
+            results.append(json.loads(out))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def test_four_processes_share_one_budget(redis_server: RedisServer) -> None:
+    duration = 3.9  # four windows from the first send: at most 4 * LIMIT
+    results = run_workers(redis_server.url, 4, duration)
+    sends: list[float] = [t for r in results for t in r["sends"]]
+    per_process = [len(r["sends"]) for r in results]
+    assert max_in_window(sends, PERIOD) <= LIMIT, per_process
+    assert min_span(sends, LIMIT) >= PERIOD
+    budget = 4 * LIMIT
+    assert len(sends) >= 0.9 * budget, (len(sends), budget, per_process)
+    assert all(n > 0 for n in per_process), per_process  # nobody starved
+    calls = sum(int(r["calls"]) for r in results)
+    assert calls < len(sends) // 2, (calls, len(sends))
+
+
+# --------------------------------------------------------------------- 429 pause
+
+
+async def test_429_in_one_process_pauses_the_others(redis_server: RedisServer) -> None:
+    # Two limiters share nothing but Redis: they stand for two processes.
+    a = RedisRateLimiter(redis_server.url, business="pause", rate_limit=RATE)
+    b = RedisRateLimiter(redis_server.url, business="pause", rate_limit=RATE)
+    try:
+        ticket = await a.acquire()
+        reported = time.monotonic()
+        a.complete(ticket, status=429, headers={}, retry_after=1.5)
+        # A's own next admission waits for the pause (its report reaches Redis first).
+        b_times: list[float] = []
+        for _ in range(3):
+            t = await b.acquire()
+            b_times.append(time.monotonic())
+            b.complete(t, status=200, headers={})
+        a_next = await a.acquire()
+        a_time = time.monotonic()
+        a.complete(a_next, status=200, headers={})
+        assert a.snapshot().rate_limited == 1
+    finally:
+        await a.aclose()
+        await b.aclose()
+    # B's next admission is after pause_until (B may race the report by its round trip).
+    assert b_times[0] - reported >= 1.5 - 0.05, b_times[0] - reported
+    assert a_time - reported >= 1.5 - 0.05
+    # The restart is staggered: consecutive admissions about PERIOD / LIMIT apart.
+    gaps = [y - x for x, y in itertools.pairwise(b_times)]
+    assert all(g >= PERIOD / LIMIT * 0.8 for g in gaps), gaps
+
+
+async def test_pause_reported_before_other_process_reserves(redis_server: RedisServer) -> None:
+    a = RedisRateLimiter(redis_server.url, business="pause2", rate_limit=RATE)
+    b = RedisRateLimiter(redis_server.url, business="pause2", rate_limit=RATE)
+    inspector = aioredis.Redis.from_url(redis_server.url)
+    try:
+        ticket = await a.acquire()
+        a.complete(ticket, status=429, headers={}, retry_after=1.0)
+        await asyncio.sleep(0.1)  # the report has reached Redis
+        pause_key = "callscaler:rl:{pause2}:pause"
+        until_us = int(await inspector.get(pause_key))
+        secs, micros = await inspector.time()
+        left = (until_us - (secs * 1_000_000 + micros)) / 1e6
+        assert 0.8 < left <= 1.0
+        t0 = time.monotonic()
+        b.complete(await b.acquire(), status=200, headers={})
+        assert time.monotonic() - t0 >= left - 0.02
+    finally:
+        await a.aclose()
+        await b.aclose()
+        await inspector.aclose()
+
+
+# ------------------------------------------------------------- Redis goes away
+
+
+async def test_redis_down_raises_by_default(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="down", rate_limit=RATE)
+    try:
+        for _ in range(3):
+            gate.complete(await gate.acquire(), status=200, headers={})
+        redis_server.stop()
+        t0 = time.monotonic()
+        with pytest.raises(RateLimiterUnavailable, match=r"cannot reach Redis at redis://127"):
+            await gate.acquire()
+        assert time.monotonic() - t0 < 3.0  # never hangs
+        # Every later call fails the same way (no silent unlimited mode).
+        with pytest.raises(RateLimiterUnavailable):
+            await gate.acquire()
+    finally:
+        await gate.aclose()
+
+
+async def test_redis_down_local_fallback(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = RedisRateLimiter(
+        redis_server.url, business="fallback", rate_limit=RATE, fallback="local"
+    )
+    caplog.set_level(logging.WARNING, logger="callscaler_async.ratelimit")
+    sends: list[float] = []
+    try:
+        for _ in range(5):
+            gate.complete(await gate.acquire(), status=200, headers={})
+            sends.append(time.monotonic())
+        redis_server.stop()
+        assert not gate.using_fallback
+
+        async def one() -> None:
+            ticket = await gate.acquire()
+            sends.append(time.monotonic())
+            gate.complete(ticket, status=200, headers={})
+
+        # 25 more: the local gate, seeded with our 5 sends, paces them.
+        await asyncio.gather(*(one() for _ in range(25)))
+        assert gate.using_fallback
+        assert gate.snapshot().in_flight == 0
+    finally:
+        await gate.aclose()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert "paces the business alone" in warnings[0].getMessage()
+    assert max_in_window(sends, PERIOD) <= LIMIT
+    assert len(sends) == 30
+
+
+async def test_unreachable_url_never_shows_password() -> None:
+    with socket_closed_port() as port:
+        url = f"redis://user:hunter2@127.0.0.1:{port}/0"
+        gate = RedisRateLimiter(url, business="secret", rate_limit=RATE)
+        try:
+            assert "hunter2" not in repr(gate)
+            with pytest.raises(RateLimiterUnavailable) as info:
+                await gate.acquire()
+        finally:
+            await gate.aclose()
+    message = str(info.value)
+    assert "hunter2" not in message
+    assert f"redis://user:***@127.0.0.1:{port}/0" in message
+    assert redact_url("redis://localhost:6379/0") == "redis://localhost:6379/0"
+    assert redact_url("rediss://:pw@[::1]:6380/1") == "rediss://:***@[::1]:6380/1"
+
+
+class socket_closed_port:
+    """A port nothing listens on (bound, then closed)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        return port
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+# ------------------------------------------------------ cancellation and max_wait
+
+
+async def test_cancelled_waiter_returns_at_once_and_hands_its_slot_on(
+    redis_server: RedisServer,
+) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="cancel", rate_limit=RateLimit(2, PERIOD))
+    try:
+        for _ in range(2):
+            gate.complete(await gate.acquire(), status=200, headers={})
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.2):
+                await gate.acquire()
+        assert time.monotonic() - t0 < 0.35
+        calls = gate.redis_calls
+        # The cancelled waiter's slot (about PERIOD after the first sends) goes to the next.
+        ticket = await gate.acquire()
+        waited = time.monotonic() - t0
+        gate.complete(ticket, status=200, headers={})
+        assert gate.redis_calls == calls  # no new reservation: the spare slot was used
+        assert PERIOD - 0.05 <= waited <= PERIOD + 0.2, waited
+        assert gate.snapshot().in_flight == 0
+    finally:
+        await gate.aclose()
+
+
+async def test_max_wait_raises_instead_of_waiting(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="maxwait", rate_limit=RateLimit(2, PERIOD))
+    try:
+        for _ in range(2):
+            gate.complete(await gate.acquire(), status=200, headers={})
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        with pytest.raises(RateLimitError) as info:
+            await gate.acquire(max_wait=0.3)
+        assert time.monotonic() - t0 < 0.2  # known at once from the reservation
+        err = info.value
+        assert err.code == "max_wait_exceeded"
+        assert err.retry_after is not None and 0.5 < err.retry_after <= PERIOD + 0.1
+        assert err.retry_at is not None and err.retry_at > loop.time() + 0.4
+        # A max_wait long enough is honoured (and gets the slot the refusal handed back).
+        ticket = await gate.acquire(max_wait=2.0)
+        gate.complete(ticket, status=200, headers={})
+    finally:
+        await gate.aclose()
+
+
+# ------------------------------------------------------------------ idle keys expire
+
+
+async def test_keys_expire_when_idle(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="ttl", rate_limit=RATE)
+    inspector = aioredis.Redis.from_url(redis_server.url)
+    try:
+        for _ in range(LIMIT + 5):
+            gate.complete(await gate.acquire(), status=200, headers={})
+        log_key = "callscaler:rl:{ttl}:log"
+        ttl = await inspector.pttl(log_key)
+        assert 0 < ttl <= 2 * PERIOD * 1000 + 1000
+        assert await inspector.llen(log_key) == LIMIT  # trimmed to the last LIMIT
+        ticket = await gate.acquire()
+        gate.complete(ticket, status=429, headers={}, retry_after=0.5)
+        await asyncio.sleep(0.1)
+        pause_ttl = await inspector.pttl("callscaler:rl:{ttl}:pause")
+        assert 0 < pause_ttl <= 500 + 2 * PERIOD * 1000 + 1000
+        assert await inspector.pttl(log_key) > 2 * PERIOD * 1000  # outlives the pause
+    finally:
+        await gate.aclose()
+        await inspector.aclose()
+
+
+# ------------------------------------------------------------------------ packaging
+
+
+def test_lazy_export_and_import_cost() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import callscaler_async.ratelimit as rl
+        assert "redis" not in sys.modules, "importing the SDK must not import redis-py"
+        assert rl.RedisRateLimiter.__name__ == "RedisRateLimiter"
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_missing_redis_names_the_extra() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["redis"] = None
+        sys.modules["redis.asyncio"] = None
+        from callscaler_async.ratelimit.redis import RedisRateLimiter
+        try:
+            RedisRateLimiter("redis://localhost", business="x")
+        except ImportError as exc:
+            assert "pip install callscaler-async[redis]" in str(exc), exc
+        else:
+            raise SystemExit("no ImportError")
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=30)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+# ------------------------------------------------------- end to end, fake API server
+
+E2E_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys, time
+    import callscaler_async as cs
+    from callscaler_async.ratelimit.redis import RedisRateLimiter
+
+    redis_url, api_key, base_url, limit, period, duration = sys.argv[1:7]
+
+    async def main():
+        gate = RedisRateLimiter(
+            redis_url, business="e2e",
+            rate_limit=cs.RateLimit(int(limit), float(period)), latency_margin=0.02,
+        )
+        end = time.monotonic() + float(duration)
+        async with cs.CallScaler(api_key, base_url=base_url, rate_limiter=gate) as client:
+            async def worker():
+                while time.monotonic() < end:
+                    await client.account.balance()
+            await asyncio.gather(*(worker() for _ in range(4)))
+        await gate.aclose()
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_four_processes_against_fake_api_earn_no_429(redis_server: RedisServer) -> None:
+    testing = pytest.importorskip("callscaler_async.testing")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    async with testing.FakeCallScaler(rate_limit=LIMIT, period=PERIOD, algorithm="sliding") as fake:
+        args = [redis_server.url, fake.api_key, fake.base_url, str(LIMIT), str(PERIOD), "3.0"]
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", E2E_WORKER, *args, env=env, stderr=subprocess.PIPE
+            )
+            for _ in range(4)
+        ]
+        for proc in procs:
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=25)
+            assert proc.returncode == 0, err.decode()[-2000:]
+        stats = fake.stats
+    assert stats.rate_limited == 0, stats.by_status
+    assert stats.requests >= 2 * LIMIT, stats.requests
+    print(f"e2e: {stats.requests} requests, 429s={stats.rate_limited}, {stats.by_status}")
