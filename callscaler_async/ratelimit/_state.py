@@ -33,9 +33,10 @@ Three refinements make it use the whole budget and stay safe with company:
 
 A 429 pauses the whole business until its ``retry_after`` has passed.
 
-Clock: ``X-RateLimit-Reset`` is Unix seconds. It is mapped to loop time through the Unix
-time the caller passes in, corrected by the server's ``Date`` header when the two disagree by
-more than the header's one-second resolution can explain.
+Clock: ``X-RateLimit-Reset`` is Unix seconds of the server's clock. The offset between its
+clock and ours is bounded from every answer's ``Date`` header (written between our send and
+our receipt, truncated to the second); answers that straddle a second boundary narrow it to
+the round trip, as NTP does. A probe waits for Reset under the least favourable offset.
 """
 
 from __future__ import annotations
@@ -136,10 +137,11 @@ class GateState:
         self.limit = limit
         self.period = period
         self.reset_margin = (
-            reset_margin if reset_margin is not None else min(1.0, max(0.05, period / 200))
+            reset_margin if reset_margin is not None else min(1.0, max(0.005, period / 200))
         )
         self._seq = 0
         self._in_flight = 0
+        self._in_flight_seqs: list[int] = []  # ascending: admitted in seq order
         # Our answered requests that still occupy a slot, ordered by done_at (answers are
         # recorded at the current time, so appends keep the order).
         self._recent: deque[_Completion] = deque()
@@ -147,13 +149,17 @@ class GateState:
         # Budget spent by other consumers, held until it must have expired.
         self._foreign = 0
         self._foreign_until = 0.0
+        # (expires_at, count), counts decreasing: a max-queue of recent foreign observations.
+        self._foreign_held: deque[tuple[float, int]] = deque()
         # Latest header reading, by the send order of the request it answered.
         self._obs_seq = -1
         self.server_limit: int | None = None
         self.remaining: int | None = None
         self.reset_unix: float | None = None
         self.reset_at: float | None = None  # loop time
-        self.skew = 0.0  # server Unix time minus ours, when detectably off
+        self.skew = 0.0  # server Unix time minus ours: the middle of what Date headers allow
+        self._skew_lo = -math.inf
+        self._skew_hi = math.inf
         # Header authority: what the server would still admit, minus what it may not count yet.
         self._obs_remaining: int | None = None
         self._obs_uncounted = 0
@@ -176,7 +182,12 @@ class GateState:
         # leave a slot "due" but not expired.
         while recent and recent[0].done_at + period <= now:
             recent.popleft()
-        if self._foreign and now >= self._foreign_until:
+        held = self._foreign_held
+        while held and held[0][0] <= now:
+            held.popleft()
+        if held:
+            self._foreign_until, self._foreign = held[0]
+        else:
             self._foreign = 0
 
     def capacity(self, now: float) -> int:
@@ -239,6 +250,7 @@ class GateState:
         self._expire(now)
         self._seq += 1
         self._in_flight += 1
+        self._in_flight_seqs.append(self._seq)
         self._obs_uncounted += 1
         ticket = Ticket(seq=self._seq, sent_at=now)
         probe = self._probe_due(now)
@@ -261,10 +273,17 @@ class GateState:
             return
         ticket.done = True
         self._in_flight -= 1
+        self._forget(ticket)
         if self._obs_uncounted > 0:
             self._obs_uncounted -= 1
         if self._probe_ticket is ticket:
             self._probe_ticket = None
+
+    def _forget(self, ticket: Ticket) -> None:
+        seqs = self._in_flight_seqs
+        index = bisect.bisect_left(seqs, ticket.seq)
+        if index < len(seqs) and seqs[index] == ticket.seq:
+            del seqs[index]
 
     # ------------------------------------------------------------------ feedback
 
@@ -287,6 +306,7 @@ class GateState:
         if not ticket.done:
             ticket.done = True
             self._in_flight -= 1
+            self._forget(ticket)
             self._recent.append(_Completion(ticket.sent_at, now))
             latency = now - ticket.sent_at
             if latency > self._max_latency:
@@ -304,11 +324,8 @@ class GateState:
         return None
 
     def _observe(self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading) -> None:
-        # Date has one-second resolution: server time lies in [date, date + 1).
-        if h.date_unix is not None and not (
-            h.date_unix - 1.0 <= unix_now + self.skew <= h.date_unix + 2.0
-        ):
-            self.skew = h.date_unix + 0.5 - unix_now
+        if h.date_unix is not None:
+            self._learn_skew(h.date_unix, unix_now - (now - ticket.sent_at), unix_now)
         if h.limit is not None and h.limit < self.limit:
             # The server knows better: never pace above what it announces.
             self.limit = h.limit
@@ -322,38 +339,54 @@ class GateState:
         limit = h.limit or self.limit
         reset_at: float | None = None
         if h.reset_unix is not None:
-            ahead = h.reset_unix - (unix_now + self.skew)
-            if -1.0 <= ahead <= _MAX_RESET_PERIODS * self.period + 1.0:
+            # The earliest our clock may read when the server's reaches Reset: with the
+            # smallest skew the Date headers allow (no Date yet: assume a second behind).
+            skew = self._skew_lo if self._skew_lo > -math.inf else -1.0
+            ahead = h.reset_unix - (unix_now + skew)
+            if -1.0 <= ahead <= _MAX_RESET_PERIODS * self.period + 2.0:
                 reset_at = now + max(ahead, 0.0)
                 self.reset_unix = h.reset_unix
         self.reset_at = reset_at
         self._probe_at = None if reset_at is None else reset_at + self.reset_margin
 
-        # Foreign share: what the server counts beyond the requests of ours it surely
-        # counted (answered before this one was sent, sent inside the window) and this one.
+        # Ours that this answer may not reflect: all but those answered before it was sent
+        # (the server may count a later-sent request first, and answer it first too).
         recent = self._recent
         # This answer is the last completion recorded; look at the others.
         others = len(recent) - 1 if recent and recent[-1].sent_at == ticket.sent_at else len(recent)
         cutoff = bisect.bisect_right(recent, ticket.sent_at, hi=others, key=_done_at)
-        horizon = now - self.period
-        # Answers that took long may have been sent before the horizon; they sit at the
-        # front (oldest answers), within the longest latency seen.
-        stale = 0
-        for c in recent:
-            if c.done_at > horizon + self._max_latency:
-                break
-            stale += c.sent_at <= horizon
-        surely_ours = 1 + max(0, cutoff - stale)
-        # Ours that this answer may not reflect: all but those answered before it was sent
-        # (the server may count a later-sent request first, and answer it first too).
         self._obs_remaining = h.remaining
         self._obs_uncounted = self._in_flight + (others - cutoff)
-        foreign = (limit - h.remaining) - surely_ours
+
+        # Foreign share: what the server counts beyond the requests of ours it has likely
+        # counted: those answered less than a period ago, and those still in flight that
+        # were sent before this one (a server counts in arrival order, near send order).
+        # The largest share seen in the last period is held until it must have expired.
+        ours = len(recent) + bisect.bisect_left(self._in_flight_seqs, ticket.seq)
+        foreign = (limit - h.remaining) - ours
         if foreign > 0:
-            self._foreign = foreign
-            self._foreign_until = now + self.period
+            held = self._foreign_held
+            while held and held[-1][1] <= foreign:
+                held.pop()
+            held.append((now + self.period, foreign))
+            self._expire(now)
+
+    def _learn_skew(self, date_unix: float, sent_unix: float, received_unix: float) -> None:
+        """Narrow the server-minus-our-clock interval with one answer's ``Date``.
+
+        The server wrote ``Date`` (its time, truncated to the second) between our send and
+        our receipt, so ``date - received <= skew < date + 1 - sent``. Answers that straddle
+        a second boundary pin it to within the round trip, like NTP.
+        """
+        low = date_unix - received_unix
+        high = date_unix + 1.0 - sent_unix
+        if low > self._skew_hi or high < self._skew_lo:
+            # Inconsistent with what we knew: a clock was stepped. Start over.
+            self._skew_lo, self._skew_hi = low, high
         else:
-            self._foreign = 0
+            self._skew_lo = max(self._skew_lo, low)
+            self._skew_hi = min(self._skew_hi, high)
+        self.skew = (self._skew_lo + self._skew_hi) / 2
 
     def _on_rate_limited(self, now: float, retry_after: float | None) -> float:
         self.rate_limited += 1
