@@ -29,6 +29,13 @@ from ._errors import (
 )
 from ._money import Money
 from ._pagination import AsyncPaginator, Page
+from ._transport import (
+    APIResponse,
+    RateLimitWaitEvent,
+    RequestEvent,
+    ResponseEvent,
+    RetryEvent,
+)
 from ._version import __version__
 from .models import *  # noqa: F403
 from .models import __all__ as _models_all
@@ -42,6 +49,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "NOT_GIVEN",
     "APIConnectionError",
+    "APIResponse",
     "APIStatusError",
     "APITimeoutError",
     "AsyncPaginator",
@@ -59,10 +67,14 @@ __all__ = [
     "RateLimit",
     "RateLimitError",
     "RateLimitSnapshot",
+    "RateLimitWaitEvent",
     "RateLimiterUnavailable",
     "RedisRateLimiter",
+    "RequestEvent",
+    "ResponseEvent",
     "ResponseDecodeError",
     "ResponseTooLargeError",
+    "RetryEvent",
     "__version__",
     *_models_all,
 ]

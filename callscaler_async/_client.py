@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiohttp
 import attrs
 from yarl import URL
 
 from ._transport import (
+    APIResponse,
     Hook,
     Hooks,
     RawResponse,
     RequestOptions,
     Transport,
     _is_loopback,
+    capture_raw,
     key_prefix,
 )
 from .ratelimit import (
@@ -29,8 +32,11 @@ from .ratelimit import (
 )
 from .ratelimit._config import priority_rank
 from .resources import Account, Analytics, CallFlows, Calls, Numbers
+from .resources._base import Resource
 
-__all__ = ["DEFAULT_BASE_URL", "CallScaler"]
+__all__ = ["DEFAULT_BASE_URL", "CallScaler", "RawResponseView"]
+
+T = TypeVar("T")
 
 DEFAULT_BASE_URL: Final = "https://callscaler.com/api/v1/"
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
@@ -48,6 +54,12 @@ class CallScaler:
     ...         page = await client.calls.list(per_page=10)
     ...         async for call in client.calls.list(status="answered"):
     ...             print(call.id, call.started_at, call.cost)
+
+    Observability: ``logging.getLogger("callscaler_async")`` (the key is never logged, only
+    its ``cs_key_xxxxxxxx`` prefix), the ``on_*`` hooks (sync or async, each receiving one
+    event object, see ``Hooks``), ``with_raw_response`` for status and headers, and one
+    OpenTelemetry span per request when ``opentelemetry-api`` is installed
+    (``tracer_provider=`` picks a provider other than the global one).
 
     Every request passes the business's rate gate (``rate_limit``, 60 per minute by default,
     shared by all clients of the same ``business`` in the process, or across processes with
@@ -73,6 +85,7 @@ class CallScaler:
         on_response: Hook | None = None,
         on_retry: Hook | None = None,
         on_rate_limit_wait: Hook | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         key = api_key if api_key is not None else os.environ.get("CALLSCALER_API_KEY")
         if not key:
@@ -132,6 +145,7 @@ class CallScaler:
             session=session,
             max_response_bytes=max_response_bytes,
             hooks=hooks,
+            tracer_provider=tracer_provider,
         )
         self._options = RequestOptions(
             max_retries=max_retries, timeout=timeout, priority=priority, max_wait=max_wait
@@ -230,8 +244,29 @@ class CallScaler:
 
     @property
     def last_response(self) -> RawResponse | None:
-        """The raw answer (status, headers, body) of the latest successful request."""
+        """The raw answer (status, headers, body) of the latest successful request.
+
+        Shared by every task using this client: with concurrent calls it may belong to
+        another task's request. Use ``with_raw_response`` to get the answer of one call.
+        """
         return self._last_response
+
+    @property
+    def with_raw_response(self) -> RawResponseView:
+        """Calls that return an ``APIResponse`` (status, headers, body, ``parse()``).
+
+        >>> async def remaining(client, call_id) -> str:
+        ...     raw = await client.with_raw_response.calls.get(call_id)
+        ...     call = raw.parse()                     # the Call, decoded once
+        ...     return raw.headers["X-RateLimit-Remaining"]
+        >>> async def typed(client, call_id) -> None:
+        ...     raw = await client.with_raw_response(client.calls.get(call_id))  # APIResponse[Call]
+
+        The first form keeps the call's arguments but types the result as
+        ``APIResponse[Any]``; the second is fully typed. Both work with a paginator's
+        first page (``client.calls.list(...)``) and are safe with concurrent tasks.
+        """
+        return RawResponseView(self)
 
     @property
     def base_url(self) -> str:
@@ -246,6 +281,67 @@ class CallScaler:
             f"CallScaler(base_url={self.base_url!r}, key={self._key_prefix!r}, "
             f"business={self.business!r})"
         )
+
+
+class RawResponseView:
+    """``client.with_raw_response``: the client's resources, answering ``APIResponse``."""
+
+    __slots__ = ("_client",)
+
+    def __init__(self, client: CallScaler) -> None:
+        self._client = client
+
+    def __call__(self, call: Awaitable[T]) -> Awaitable[APIResponse[T]]:
+        """``await client.with_raw_response(client.calls.get(id))``: typed as the call."""
+        return capture_raw(call)
+
+    @property
+    def calls(self) -> _RawResource:
+        return _RawResource(self._client.calls)
+
+    @property
+    def numbers(self) -> _RawResource:
+        return _RawResource(self._client.numbers)
+
+    @property
+    def call_flows(self) -> _RawResource:
+        return _RawResource(self._client.call_flows)
+
+    @property
+    def analytics(self) -> _RawResource:
+        return _RawResource(self._client.analytics)
+
+    @property
+    def account(self) -> _RawResource:
+        return _RawResource(self._client.account)
+
+
+class _RawResource:
+    """One resource whose request methods return ``APIResponse`` instead of the model."""
+
+    __slots__ = ("_resource",)
+
+    def __init__(self, resource: Resource) -> None:
+        self._resource = resource
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[APIResponse[Any]]]:
+        method = getattr(self._resource, name)
+        if name.startswith("_") or not callable(method):
+            raise AttributeError(name)
+
+        async def raw_call(*args: Any, **kwargs: Any) -> APIResponse[Any]:
+            result = method(*args, **kwargs)
+            if not isinstance(result, Awaitable):
+                raise TypeError(
+                    f"with_raw_response supports calls answered by one request; "
+                    f"{type(self._resource).__name__.lower()}.{name}() returns "
+                    f"{type(result).__name__} (streams and walks have no single answer)"
+                )
+            return await capture_raw(result)
+
+        raw_call.__name__ = name
+        raw_call.__doc__ = getattr(method, "__doc__", None)
+        return raw_call
 
 
 def _check_timeout(timeout: float) -> None:

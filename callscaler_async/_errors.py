@@ -273,6 +273,8 @@ def error_from_response(
     elif isinstance(body, str) and body:
         # Not JSON: keep a short quote of the page so the user can see what answered.
         message = f"{_DEFAULT_MESSAGES.get(status, f'HTTP {status}')} (non-JSON body: {body!r})"
+    if message is None and status in (401, 403):
+        message = _DEFAULT_MESSAGES[status]
     if message is None:
         message = (
             code.replace("_", " ") if code and not code.isdigit() else None

@@ -3,9 +3,10 @@
 A walk asks for the first page, learns ``total`` and the page size the server really honours
 (it silently caps ``per_page``), then fetches the following pages ``concurrency`` at a time,
 through the same rate gate, and yields items in page order. It stops at ``total`` (counted
-from items *received*, never from what was asked), at an empty page, or at ``max_items``; an
-id already yielded in this walk is not yielded again (offsets shift when items are inserted
-while paging).
+from items *received*, never from what was asked), at an empty page (raising
+``ResponseDecodeError`` if that page's own ``total`` says items are missing), or at
+``max_items``; an id already yielded in this walk is not yielded again (offsets shift when
+items are inserted while paging).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hasha
 from typing import Any, Generic, TypeVar
 
 import attrs
+
+from ._errors import ResponseDecodeError
 
 __all__ = ["AsyncPaginator", "Page"]
 
@@ -120,14 +123,16 @@ class AsyncPaginator(Generic[T]):
     async def pages(self) -> AsyncIterator[Page[T]]:
         """Every page in order; later pages are fetched ``concurrency`` at a time."""
         first = await self._first()
-        yield first
         if not first.items:
+            self._check_empty(first, self._per_page, 0)
+            yield first
             return
-        # The server silently caps per_page above its maximum: then the first page tells
-        # the honoured size. At or below the maximum a short page is just short.
+        yield first
+        # A server that honours a smaller page size than asked (it caps per_page silently)
+        # shows it on the first page: fewer items than asked while total says more exist.
         size = self._per_page
-        if self._per_page > self._server_max and len(first.items) < self._per_page:
-            size = max(len(first.items), 1)
+        if len(first.items) < self._per_page and first.total > len(first.items):
+            size = len(first.items)
         total = first.total
         received = (first.page - 1) * size + len(first.items)
         wanted = None if self._max_items is None else self._max_items
@@ -146,9 +151,11 @@ class AsyncPaginator(Generic[T]):
                     pending[number] = asyncio.ensure_future(self._fetch_page(number))
                 page = await pending.pop(next_page)
                 next_page += 1
-                yield page
                 if not page.items:
-                    return  # an empty page before total: the data shrank; never loop
+                    self._check_empty(page, size, received)
+                    yield page
+                    return  # an empty page at the end: the data shrank; never loop
+                yield page
                 received += len(page.items)
                 total = page.total  # the latest word: items come and go while paging
         finally:
@@ -156,6 +163,18 @@ class AsyncPaginator(Generic[T]):
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending.values(), return_exceptions=True)
+
+    @staticmethod
+    def _check_empty(page: Page[Any], size: int, received: int) -> None:
+        """An empty page is the end only if its own total agrees; otherwise items were hidden."""
+        if page.total > (page.page - 1) * size:
+            raise ResponseDecodeError(
+                f"page {page.page} is empty although its total ({page.total}) says items "
+                f"from {(page.page - 1) * size + 1} on exist; stopped after {received} items "
+                "rather than skip them",
+                path="$",
+                model="Page",
+            )
 
     async def _fetch_page(self, number: int) -> Page[T]:
         self.pages_fetched += 1

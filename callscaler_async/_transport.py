@@ -12,17 +12,32 @@ Every request of every resource goes through ``Transport.request`` (JSON) or
   made (a number purchase must not happen twice); a 429 is retried for any method once the
   gate's pause is over; a 401 or 403 is never retried;
 * bodies above ``max_response_bytes`` are refused without being read whole.
+
+Observability lives here too, so that every request is seen the same way:
+
+* logging on ``logging.getLogger("callscaler_async")``: the request line (with its query),
+  status, attempt and gate waits at DEBUG; retries and pauses after a 429 at INFO (route
+  templates only, never query strings); 401/403 at WARNING naming the key by its public
+  prefix. The API key itself is never logged at any level;
+* hooks (``Hooks``): sync or async callables receiving one frozen event object
+  (``RequestEvent``, ``ResponseEvent``, ``RetryEvent``, ``RateLimitWaitEvent``);
+* OpenTelemetry: one CLIENT span per logical request (retries included) when
+  ``opentelemetry-api`` is importable; imported lazily, on the first request;
+* raw answers: ``capture_raw`` runs an awaitable and hands back the ``RawResponse`` it
+  produced (a context variable, so concurrent tasks never see each other's answers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import importlib
 import ipaddress
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 import aiohttp
 import attrs
@@ -46,7 +61,22 @@ from ._errors import (
 from ._version import __version__
 from .ratelimit import Priority, RateGate, Ticket
 
-__all__ = ["Hooks", "RawResponse", "RequestOptions", "Transport", "key_prefix", "unwrap_envelope"]
+__all__ = [
+    "APIResponse",
+    "Hooks",
+    "RateLimitWaitEvent",
+    "RawResponse",
+    "RequestEvent",
+    "RequestOptions",
+    "ResponseEvent",
+    "RetryEvent",
+    "Transport",
+    "capture_raw",
+    "key_prefix",
+    "unwrap_envelope",
+]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("callscaler_async")
 
@@ -90,12 +120,82 @@ class RequestOptions:
     max_wait: float | None = None
 
 
-Hook = Callable[..., Any]
+Hook = Callable[[Any], Any]
+"""A hook: ``def hook(event) -> None`` or ``async def hook(event) -> None``."""
+
+
+@attrs.frozen(kw_only=True)
+class RequestEvent:
+    """``on_request``: an attempt is about to be sent (the rate gate has admitted it).
+
+    ``route`` is the template (``calls/{id}``), ``path`` the real path without the query
+    string, ``attempt`` counts from 1, ``business`` names the rate gate.
+    """
+
+    method: str
+    route: str
+    path: str
+    attempt: int
+    business: str
+
+
+@attrs.frozen(kw_only=True)
+class ResponseEvent:
+    """``on_response``: an attempt got an answer (any status, before errors are raised).
+
+    ``elapsed`` is the seconds from sending to the full body (the gate wait not included).
+    """
+
+    method: str
+    route: str
+    path: str
+    attempt: int
+    business: str
+    status: int
+    elapsed: float
+    headers: CIMultiDictProxy[str]
+
+
+@attrs.frozen(kw_only=True)
+class RetryEvent:
+    """``on_retry``: attempt ``attempt`` failed with ``error`` and will be tried again.
+
+    ``delay`` is the backoff sleep in seconds; None after a 429, where the next attempt waits
+    at the rate gate for the business's pause instead (see ``RateLimitWaitEvent``).
+    """
+
+    method: str
+    route: str
+    attempt: int
+    business: str
+    error: CallScalerError
+    delay: float | None
+
+
+@attrs.frozen(kw_only=True)
+class RateLimitWaitEvent:
+    """``on_rate_limit_wait``: a request waited ``waited`` seconds at the business gate.
+
+    ``reason`` is ``"paused_after_429"`` when the business was paused by a 429 when the wait
+    began, else ``"pacing"`` (the budget of the window was spent or others were queued).
+    """
+
+    method: str
+    route: str
+    business: str
+    waited: float
+    reason: str
+    priority: Priority
 
 
 @attrs.define
 class Hooks:
-    """Callbacks (sync or async) called around requests; exceptions in hooks are logged."""
+    """Callbacks (sync or async) called around requests; exceptions in hooks are logged.
+
+    Each hook receives one event object: ``on_request`` a ``RequestEvent``, ``on_response``
+    a ``ResponseEvent``, ``on_retry`` a ``RetryEvent``, ``on_rate_limit_wait`` a
+    ``RateLimitWaitEvent``. A hook runs inline in the request's task: keep it short.
+    """
 
     on_request: list[Hook] = attrs.Factory(list)
     on_response: list[Hook] = attrs.Factory(list)
@@ -127,6 +227,132 @@ def unwrap_envelope(body: Any) -> tuple[Any, str]:
     return body, "$"
 
 
+# -- raw answers -------------------------------------------------------------------------------
+
+# The answers of the requests run under ``capture_raw`` in this context (None: not capturing).
+# A context variable, not an attribute: concurrent tasks each see only their own answers.
+_raw_capture: contextvars.ContextVar[list[RawResponse] | None] = contextvars.ContextVar(
+    "callscaler_async_raw_capture", default=None
+)
+_NOT_PARSED: Final[Any] = object()
+
+
+class APIResponse(Generic[T]):
+    """The raw answer of one call plus its parsed model: no second request needed.
+
+    >>> async def show(client, call_id) -> None:
+    ...     raw = await client.with_raw_response.calls.get(call_id)
+    ...     print(raw.status, raw.headers["X-RateLimit-Remaining"])
+    ...     call = raw.parse()
+
+    A 2xx body that does not decode into the model does not raise here: ``parse()`` raises
+    the ``ResponseDecodeError`` and ``body``/``json()`` show what arrived.
+    """
+
+    __slots__ = ("_error", "_parsed", "http_response")
+
+    def __init__(
+        self, http_response: RawResponse, parsed: Any, error: BaseException | None = None
+    ) -> None:
+        self.http_response = http_response
+        self._parsed = parsed
+        self._error = error
+
+    @property
+    def status(self) -> int:
+        return self.http_response.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self.http_response.headers
+
+    @property
+    def body(self) -> bytes:
+        return self.http_response.body
+
+    @property
+    def method(self) -> str:
+        return self.http_response.method
+
+    @property
+    def route(self) -> str:
+        """The route template, e.g. ``calls/{id}``."""
+        return self.http_response.url
+
+    @property
+    def attempts(self) -> int:
+        return self.http_response.attempts
+
+    @property
+    def elapsed(self) -> float:
+        return self.http_response.elapsed
+
+    def json(self) -> Any:
+        """The JSON body as parsed (envelope included)."""
+        return self.http_response.data
+
+    def parse(self) -> T:
+        """The model the call returns (decoded once, when the call ran)."""
+        if self._error is not None:
+            raise self._error
+        return self._parsed  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"<APIResponse {self.method} {self.route} -> {self.status}>"
+
+
+async def capture_raw(awaitable: Awaitable[T]) -> APIResponse[T]:
+    """Await ``awaitable`` (one SDK call) and return its last raw answer with the result.
+
+    The awaitable must run its requests in the awaiting task (every resource method does;
+    the first page of a paginator too).
+    """
+    sink: list[RawResponse] = []
+    token = _raw_capture.set(sink)
+    error: BaseException | None = None
+    parsed: Any = _NOT_PARSED
+    try:
+        parsed = await awaitable
+    except ResponseDecodeError as exc:
+        if not sink:
+            raise
+        error = exc
+    finally:
+        _raw_capture.reset(token)
+    if not sink:
+        raise CallScalerError(
+            "with_raw_response: the call made no request in this task; pass an SDK call "
+            "such as client.calls.get(id)"
+        )
+    return APIResponse(sink[-1], parsed, error)
+
+
+# -- tracing ----------------------------------------------------------------------------------
+
+_otel_trace: Any = None  # the opentelemetry.trace module once imported; False: not installed
+
+
+def _opentelemetry() -> Any:
+    """``opentelemetry.trace`` or None, imported on first use (the ``otel`` extra)."""
+    global _otel_trace
+    if _otel_trace is None:
+        try:
+            _otel_trace = importlib.import_module("opentelemetry.trace")
+        except ImportError:
+            _otel_trace = False
+    return _otel_trace or None
+
+
+@attrs.define
+class _RequestTrace:
+    """What one logical request went through, for its span and its log lines."""
+
+    attempts: int = 0
+    waited: float = 0.0
+    status: int | None = None
+    span: Any = None
+
+
 class Transport:
     """Owns the aiohttp session and runs every request through gate, retries and errors."""
 
@@ -140,8 +366,13 @@ class Transport:
         max_response_bytes: int,
         hooks: Hooks,
         connection_limit: int = 100,
+        tracer_provider: Any = None,
     ) -> None:
         self._api_key = api_key
+        self._key_prefix = key_prefix(api_key)
+        self._tracer_provider = tracer_provider
+        self._tracer: Any = None
+        self._tracer_for: Any = None
         self.base_url = URL(base_url if base_url.endswith("/") else base_url + "/")
         self._base_origin = _origin(self.base_url)
         self._gate_factory = gate_factory
@@ -226,20 +457,115 @@ class Transport:
         route: str | None = None,
     ) -> RawResponse:
         """Send one API request with the full policy; return the successful answer."""
+        route = route or path
+        trace = _RequestTrace()
+        tracer = self._get_tracer()
+        if tracer is None:
+            raw = await self._request(method, path, route, options, params, json, trace)
+        else:
+            raw = await self._traced(tracer, method, path, route, options, params, json, trace)
+        sink = _raw_capture.get()
+        if sink is not None:
+            sink.append(raw)
+        return raw
+
+    def _get_tracer(self) -> Any:
+        """The tracer, or None when no OpenTelemetry SDK provider is configured.
+
+        Without a real provider (only ``opentelemetry-api``, or nothing set up) requests skip
+        tracing entirely: no span objects, no context switches. A provider installed later
+        is picked up on the next request.
+        """
+        otel = _opentelemetry()
+        if otel is None:
+            return None
+        provider = self._tracer_provider or otel.get_tracer_provider()
+        if isinstance(provider, otel.ProxyTracerProvider | otel.NoOpTracerProvider):
+            return None
+        if self._tracer is None or self._tracer_for is not provider:
+            self._tracer = provider.get_tracer("callscaler_async", __version__)
+            self._tracer_for = provider
+        return self._tracer
+
+    async def _traced(
+        self,
+        tracer: Any,
+        method: str,
+        path: str,
+        route: str,
+        options: RequestOptions,
+        params: Mapping[str, str] | None,
+        json: Any,
+        trace: _RequestTrace,
+    ) -> RawResponse:
+        otel = _opentelemetry()
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.template": route,
+            "server.address": self.base_url.host or "",
+            "callscaler.business": self.gate.name,
+        }
+        if self.base_url.port is not None:
+            attributes["server.port"] = self.base_url.port
+        with tracer.start_as_current_span(
+            f"{method} {route}", kind=otel.SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            trace.span = span
+            try:
+                return await self._request(method, path, route, options, params, json, trace)
+            except BaseException as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                if isinstance(exc, APIStatusError):
+                    trace.status = exc.status
+                raise
+            finally:
+                if trace.status is not None:
+                    span.set_attribute("http.response.status_code", trace.status)
+                span.set_attribute("callscaler.attempts", trace.attempts)
+                if trace.attempts > 1:
+                    span.set_attribute("http.request.resend_count", trace.attempts - 1)
+                span.set_attribute("callscaler.rate_limit.wait_seconds", trace.waited)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        options: RequestOptions,
+        params: Mapping[str, str] | None,
+        json: Any,
+        trace: _RequestTrace,
+    ) -> RawResponse:
         loop = self._bind_loop()
         session = self.session()
         url = self.url_for(path)
-        route = route or path
         attempt = 0
         started = loop.time()
         while True:
             attempt += 1
-            ticket = await self._acquire(options, method, route)
+            ticket = await self._acquire(options, method, route, trace)
+            trace.attempts = attempt
             self.requests_sent += 1
             sent_at = loop.time()
-            await self._call_hooks(
-                self.hooks.on_request, method=method, route=route, attempt=attempt
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s %s (attempt %d, business %s)",
+                    method,
+                    _with_query(url.path, params),
+                    attempt,
+                    self.gate.name,
+                )
+            if self.hooks.on_request:
+                await self._call_hooks(
+                    self.hooks.on_request,
+                    RequestEvent(
+                        method=method,
+                        route=route,
+                        path=url.path,
+                        attempt=attempt,
+                        business=self.gate.name,
+                    ),
+                )
             try:
                 status, headers, body = await self._send_json(
                     session, method, url, params, json, options.timeout
@@ -251,9 +577,11 @@ class Transport:
                     raise
                 reached = not isinstance(exc, aiohttp.ClientConnectorError)
                 if attempt <= options.max_retries and (method in _IDEMPOTENT or not reached):
-                    await self._backoff(attempt, error, method, route, None)
+                    await self._backoff(attempt, error, method, route, None, trace)
                     continue
+                logger.debug("%s %s failed after %d attempt(s): %s", method, route, attempt, error)
                 raise error from exc
+            trace.status = status
             retry_after = None
             if status == 429:
                 rate_error = error_from_response(status, body, headers, method=method, url=route)
@@ -270,14 +598,20 @@ class Transport:
                     attempt,
                     elapsed * 1000,
                 )
-            await self._call_hooks(
-                self.hooks.on_response,
-                method=method,
-                route=route,
-                status=status,
-                attempt=attempt,
-                elapsed=elapsed,
-            )
+            if self.hooks.on_response:
+                await self._call_hooks(
+                    self.hooks.on_response,
+                    ResponseEvent(
+                        method=method,
+                        route=route,
+                        path=url.path,
+                        attempt=attempt,
+                        business=self.gate.name,
+                        status=status,
+                        elapsed=elapsed,
+                        headers=headers,
+                    ),
+                )
             if status < 400:
                 try:
                     data = orjson.loads(body) if body.strip() else None
@@ -301,23 +635,32 @@ class Transport:
                     path="$",
                 )
                 if attempt <= options.max_retries and method in _IDEMPOTENT:
-                    await self._backoff(attempt, decode_error, method, route, None)
+                    await self._backoff(attempt, decode_error, method, route, None, trace)
                     continue
                 raise decode_error
             status_error = error_from_response(status, body, headers, method=method, url=route)
             if isinstance(status_error, AuthenticationError | PermissionDeniedError):
+                logger.warning(
+                    "%s %s -> %d with key %s: %s",
+                    method,
+                    route,
+                    status,
+                    self._key_prefix,
+                    status_error.message,
+                )
                 raise status_error
             if status == 429 and attempt <= options.max_retries:
                 # The gate now holds the whole business until retry_after; the next acquire
                 # waits for it. No extra sleep here: one pause for everyone.
-                await self._call_hooks(
-                    self.hooks.on_retry,
-                    method=method,
-                    route=route,
-                    attempt=attempt,
-                    error=status_error,
+                logger.info(
+                    "%s %s -> 429 (retry after %ss); business %s paused, retry %d follows",
+                    method,
+                    route,
+                    retry_after if retry_after is not None else "?",
+                    self.gate.name,
+                    attempt,
                 )
-                logger.info("%s %s -> 429; retrying after the business pause", method, route)
+                await self._on_retry(trace, method, route, attempt, status_error, None)
                 continue
             if (
                 status in _RETRY_STATUSES
@@ -325,23 +668,66 @@ class Transport:
                 and method in _IDEMPOTENT
             ):
                 await self._backoff(
-                    attempt, status_error, method, route, headers.get("Retry-After")
+                    attempt, status_error, method, route, headers.get("Retry-After"), trace
                 )
                 continue
+            logger.debug("%s %s -> %d after %d attempt(s), raising", method, route, status, attempt)
             raise status_error
 
-    async def _acquire(self, options: RequestOptions, method: str, route: str) -> Ticket:
+    async def _acquire(
+        self,
+        options: RequestOptions,
+        method: str,
+        route: str,
+        trace: _RequestTrace | None = None,
+    ) -> Ticket:
         gate = self.gate
-        if not self.hooks.on_rate_limit_wait:
-            return await gate.acquire(priority=options.priority, max_wait=options.max_wait)
         loop = asyncio.get_running_loop()
+        paused = False
+        if self.hooks.on_rate_limit_wait or logger.isEnabledFor(logging.INFO):
+            # Read before waiting: once admitted, the pause that held us is over.
+            paused = gate.snapshot().paused_until is not None
         before = loop.time()
         ticket = await gate.acquire(priority=options.priority, max_wait=options.max_wait)
         waited = loop.time() - before
-        if waited > 0:
-            await self._call_hooks(
-                self.hooks.on_rate_limit_wait, method=method, route=route, waited=waited
-            )
+        if trace is not None:
+            trace.waited += waited
+        if waited > 0.001:
+            reason = "paused_after_429" if paused else "pacing"
+            if paused:
+                logger.info(
+                    "%s %s waited %.2fs: business %s was paused after a 429",
+                    method,
+                    route,
+                    waited,
+                    gate.name,
+                )
+            else:
+                logger.debug(
+                    "%s %s waited %.3fs at the rate gate of %s (%s, priority %s)",
+                    method,
+                    route,
+                    waited,
+                    gate.name,
+                    reason,
+                    options.priority,
+                )
+            if trace is not None and trace.span is not None:
+                trace.span.add_event(
+                    "rate_limit_wait", {"callscaler.wait_seconds": waited, "reason": reason}
+                )
+            if self.hooks.on_rate_limit_wait:
+                await self._call_hooks(
+                    self.hooks.on_rate_limit_wait,
+                    RateLimitWaitEvent(
+                        method=method,
+                        route=route,
+                        business=gate.name,
+                        waited=waited,
+                        reason=reason,
+                        priority=options.priority,
+                    ),
+                )
         return ticket
 
     async def _send_json(
@@ -434,6 +820,7 @@ class Transport:
         method: str,
         route: str,
         retry_after_header: str | None,
+        trace: _RequestTrace | None = None,
     ) -> None:
         delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
         if retry_after_header is not None:
@@ -450,20 +837,45 @@ class Transport:
             attempt,
             delay,
         )
-        await self._call_hooks(
-            self.hooks.on_retry,
-            method=method,
-            route=route,
-            attempt=attempt,
-            error=error,
-            delay=delay,
-        )
+        await self._on_retry(trace, method, route, attempt, error, delay)
         await asyncio.sleep(delay)
 
-    async def _call_hooks(self, hooks: list[Hook], **event: Any) -> None:
+    async def _on_retry(
+        self,
+        trace: _RequestTrace | None,
+        method: str,
+        route: str,
+        attempt: int,
+        error: CallScalerError,
+        delay: float | None,
+    ) -> None:
+        if trace is not None and trace.span is not None:
+            event: dict[str, Any] = {
+                "callscaler.attempt": attempt,
+                "error.type": type(error).__name__,
+            }
+            if isinstance(error, APIStatusError):
+                event["http.response.status_code"] = error.status
+            if delay is not None:
+                event["callscaler.retry_delay_seconds"] = delay
+            trace.span.add_event("retry", event)
+        if self.hooks.on_retry:
+            await self._call_hooks(
+                self.hooks.on_retry,
+                RetryEvent(
+                    method=method,
+                    route=route,
+                    attempt=attempt,
+                    business=self.gate.name,
+                    error=error,
+                    delay=delay,
+                ),
+            )
+
+    async def _call_hooks(self, hooks: list[Hook], event: Any) -> None:
         for hook in hooks:
             try:
-                result = hook(**event)
+                result = hook(event)
                 if isinstance(result, Awaitable):
                     await result
             except Exception:
@@ -566,6 +978,13 @@ class Transport:
 
 
 _INVALID: Final = object()
+
+
+def _with_query(path: str, params: Mapping[str, str] | None) -> str:
+    """``path?query`` for DEBUG lines (INFO and above name the route template only)."""
+    if not params:
+        return path
+    return f"{path}?{URL.build(query=dict(params)).query_string}"
 
 
 def merge_headers(*parts: Mapping[str, str] | None) -> CIMultiDict[str]:

@@ -151,6 +151,7 @@ class GateState:
         self._foreign_until = 0.0
         # (expires_at, count), counts decreasing: a max-queue of recent foreign observations.
         self._foreign_held: deque[tuple[float, int]] = deque()
+        self._foreign_alert_until = -math.inf
         # Latest header reading, by the send order of the request it answered.
         self._obs_seq = -1
         self.server_limit: int | None = None
@@ -358,17 +359,25 @@ class GateState:
         self._obs_remaining = h.remaining
         self._obs_uncounted = self._in_flight + (others - cutoff)
 
-        # Foreign share: what the server counts beyond the requests of ours it has likely
-        # counted: those answered less than a period ago, and those still in flight that
-        # were sent before this one (a server counts in arrival order, near send order).
-        # The largest share seen in the last period is held until it must have expired.
-        ours = len(recent) + bisect.bisect_left(self._in_flight_seqs, ticket.seq)
+        # Foreign share: what the server counts beyond the requests of ours it may have
+        # counted. Normally that is every request in flight and every one answered less
+        # than a period ago: a lower bound that never holds budget back for nothing. After
+        # a 429 has proved that someone else spends the budget, only requests sent before
+        # this one count as possibly ours: sharper (it can mistake ours that overtook this
+        # one on another connection for someone else's), and wrong only on the safe side.
+        # The largest share seen is held for a period (three while alerted).
+        alerted = now < self._foreign_alert_until
+        in_flight_before = (
+            bisect.bisect_left(self._in_flight_seqs, ticket.seq) if alerted else self._in_flight
+        )
+        ours = len(recent) + in_flight_before
         foreign = (limit - h.remaining) - ours
         if foreign > 0:
             held = self._foreign_held
             while held and held[-1][1] <= foreign:
                 held.pop()
-            held.append((now + self.period, foreign))
+            hold = 3 * self.period if alerted else self.period
+            held.append((now + hold, foreign))
             self._expire(now)
 
     def _learn_skew(self, date_unix: float, sent_unix: float, received_unix: float) -> None:
@@ -390,6 +399,7 @@ class GateState:
 
     def _on_rate_limited(self, now: float, retry_after: float | None) -> float:
         self.rate_limited += 1
+        self._foreign_alert_until = now + 3 * self.period
         self._obs_remaining = 0
         wait = retry_after if retry_after is not None else self.period
         until = now + wait

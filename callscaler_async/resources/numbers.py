@@ -104,6 +104,8 @@ class Numbers(Resource):
         """Buy a number. Costs money: never retried once the request may have arrived."""
         body: dict[str, Any] = {"phone_number": _check_phone(phone_number)}
         if friendly_name is not None:
+            if not isinstance(friendly_name, str):
+                raise TypeError(f"friendly_name must be a str, got {friendly_name!r}")
             body["friendly_name"] = friendly_name
         if call_flow_id is not None:
             body["call_flow_id"] = format_id(call_flow_id, name="call_flow_id")

@@ -18,9 +18,9 @@ import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import attrs
 
@@ -34,6 +34,27 @@ __all__ = [
 ]
 
 _VERSION = 1
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def in_thread_to_end(
+    func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+) -> _T:
+    """``asyncio.to_thread``, but a cancelled caller still waits for the thread to finish.
+
+    A thread cannot be stopped: without this, a sync cancelled during a checkpoint save or a
+    sink write returns while the write goes on, and a resumed sync (or the sink's ``close``)
+    could race with it, e.g. an old checkpoint landing after a newer one.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
 
 
 class SyncCheckpointError(ValueError):
@@ -73,8 +94,9 @@ class SyncCheckpoint:
 
     @property
     def window_count(self) -> int:
-        span = (self.until - self.since).total_seconds()
-        return max(1, -(-int(span) // self.window_seconds)) if span > 0 else 1
+        # The range is inclusive of ``until``: windows cover [since, until + 1 s).
+        span = int((self.until - self.since).total_seconds()) + 1
+        return max(1, -(-span // self.window_seconds))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -180,7 +202,7 @@ class JSONFileStore:
         return SyncCheckpoint.from_json(data)
 
     async def save(self, key: str, checkpoint: SyncCheckpoint) -> None:
-        await asyncio.to_thread(self._write, self._file(key), checkpoint.to_json())
+        await in_thread_to_end(self._write, self._file(key), checkpoint.to_json())
 
     @staticmethod
     def _write(file: Path, data: dict[str, Any]) -> None:
@@ -197,7 +219,7 @@ class JSONFileStore:
             raise
 
     async def clear(self, key: str) -> None:
-        await asyncio.to_thread(self._file(key).unlink, True)
+        await in_thread_to_end(self._file(key).unlink, True)
 
 
 class SQLiteStore:
@@ -248,11 +270,11 @@ class SQLiteStore:
             )
 
     async def save(self, key: str, checkpoint: SyncCheckpoint) -> None:
-        await asyncio.to_thread(self._save, key, json.dumps(checkpoint.to_json()))
+        await in_thread_to_end(self._save, key, json.dumps(checkpoint.to_json()))
 
     def _clear(self, key: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM callscaler_sync_checkpoints WHERE key = ?", (key,))
 
     async def clear(self, key: str) -> None:
-        await asyncio.to_thread(self._clear, key)
+        await in_thread_to_end(self._clear, key)

@@ -61,6 +61,17 @@ class SyncProgress:
     pages: int
     requests: int
     elapsed: float
+    windows_counted: int = 0  # windows whose total is known (total_estimate covers these)
+
+    @property
+    def estimated_total(self) -> int | None:
+        """``total_estimate`` extrapolated to the windows not counted yet."""
+        if self.total_estimate is None or self.windows_counted <= 0:
+            return None
+        if self.windows_counted >= self.windows:
+            return max(self.total_estimate, self.delivered)
+        scaled = self.total_estimate * self.windows / self.windows_counted
+        return max(round(scaled), self.delivered)
 
 
 @attrs.frozen
@@ -158,8 +169,21 @@ class CallSync:
         self, checkpoint: SyncCheckpoint, index: int, skip: set[str]
     ) -> AsyncIterator[list[Call]]:
         start, last = self._bounds(checkpoint, index)
+        async for batch in self._walk_range(start, last, set(skip), index=index, top=True):
+            yield batch
+
+    async def _walk_range(
+        self, start: dt.datetime, last: dt.datetime, seen: set[str], *, index: int, top: bool
+    ) -> AsyncIterator[list[Call]]:
+        """Every call of ``[start, last]`` not in ``seen``; a range that changes is split.
+
+        A walk whose ``total`` moved (calls deleted, back-dated calls added) may have skipped
+        items whose offsets shifted. Walking the same range again can fail the same way for
+        as long as the data keeps moving, so the range is halved instead: the halves have
+        fewer pages, and a range that fits one page is answered by a single request, which is
+        always a consistent snapshot. Only a one-second range is retried as is.
+        """
         upper = last + dt.timedelta(seconds=1)
-        seen = set(skip)
         for attempt in range(_MAX_REWALKS + 1):
             totals: set[int] = set()
             paginator = self._client.calls.list(
@@ -168,7 +192,7 @@ class CallSync:
             async for page in paginator.pages():
                 self.pages += 1
                 totals.add(page.total)
-                if page.page == 1:
+                if top and attempt == 0 and page.page == 1:
                     self._note_total(index, page.total)
                 fresh: list[Call] = []
                 for call in page.items:
@@ -187,6 +211,13 @@ class CallSync:
                 "sync window %d (%s..%s) changed while paging (totals %s); walking it again",
                 index, start, last, sorted(totals),
             )  # fmt: skip
+            if last > start:
+                half = (last - start).total_seconds() // 2
+                middle = start + dt.timedelta(seconds=half)
+                for lo, hi in ((start, middle), (middle + dt.timedelta(seconds=1), last)):
+                    async for batch in self._walk_range(lo, hi, seen, index=index, top=False):
+                        yield batch
+                return
             if attempt == _MAX_REWALKS:
                 raise SyncError(
                     f"calls between {start} and {last} kept changing over {_MAX_REWALKS + 1} "
@@ -292,6 +323,8 @@ class CallSync:
         started = loop.time()
         transport = self._client._transport
         requests_before = transport.requests_sent
+        before = self._client.rate_limit
+        limited_before = before.rate_limited if before else 0
         checkpoint: SyncCheckpoint | None = await store.load(key) if resume else None
         resumed = checkpoint is not None and not checkpoint.finished
         if checkpoint is None or checkpoint.finished:
@@ -334,6 +367,7 @@ class CallSync:
                             pages=self.pages,
                             requests=transport.requests_sent - requests_before,
                             elapsed=loop.time() - started,
+                            windows_counted=len(self._window_totals),
                         )
                     )
             checkpoint.finished = True
@@ -348,7 +382,7 @@ class CallSync:
             items=checkpoint.delivered,
             pages=self.pages,
             requests=requests,
-            rate_limited=snapshot.rate_limited if snapshot else 0,
+            rate_limited=(snapshot.rate_limited - limited_before) if snapshot else 0,
             elapsed=loop.time() - started,
             minimum=minimum_seconds(requests, limit.requests, limit.period),
             since=checkpoint.since,

@@ -9,7 +9,6 @@ middle of a write leaves no half-written or duplicated line behind.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import os
@@ -21,6 +20,7 @@ import orjson
 
 from .._convert import encode
 from ..models import Call
+from ._checkpoint import in_thread_to_end
 
 __all__ = ["CSVSink", "CallableSink", "JSONLinesSink", "Sink", "as_sink"]
 
@@ -51,7 +51,7 @@ class _FileSink:
         self.written = 0
 
     async def open(self, state: dict[str, Any] | None) -> None:
-        await asyncio.to_thread(self._open, state)
+        await in_thread_to_end(self._open, state)
 
     def _open(self, state: dict[str, Any] | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ class _FileSink:
         if not batch:
             return
         data = self._encode(batch)
-        await asyncio.to_thread(self._append, data)
+        await in_thread_to_end(self._append, data)
         self.written += len(batch)
 
     def state(self) -> dict[str, Any]:
@@ -103,7 +103,7 @@ class _FileSink:
     async def close(self) -> None:
         if self._file is not None:
             handle, self._file = self._file, None
-            await asyncio.to_thread(handle.close)
+            await in_thread_to_end(handle.close)
 
 
 class JSONLinesSink(_FileSink):

@@ -1,0 +1,131 @@
+"""Sequential paging vs the concurrent sync, and memory while streaming many calls.
+
+    python benchmarks/bench_sync.py [--calls 100000]
+
+Real time, the fake API in-process (it shares the CPU with the client: on a small machine the
+fake's own JSON rendering is part of what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import gc
+import resource
+import tempfile
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import callscaler_async as cs
+from callscaler_async.sync import JSONLinesSink
+from callscaler_async.testing import FakeCallScaler
+
+BIG = cs.RateLimit(requests=1_000_000, period=60.0)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        pages = int(handle.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+async def paging(pages: int) -> tuple[float, float]:
+    async with FakeCallScaler(calls=pages * 100, seed=1, rate_limit=1_000_000, latency=0.1) as f:
+        async with cs.CallScaler(f.api_key, base_url=f.base_url, rate_limit=BIG,
+                                 business="bench-seq") as client:  # fmt: skip
+            start = time.perf_counter()
+            n = 1
+            while True:
+                page = await client.calls.list(page=n, per_page=100)
+                if not page.has_next_page:
+                    break
+                n += 1
+            sequential = time.perf_counter() - start
+        async with cs.CallScaler(f.api_key, base_url=f.base_url, rate_limit=BIG,
+                                 business="bench-sync") as client:  # fmt: skip
+            start = time.perf_counter()
+            got = 0
+            async for _ in client.calls.sync(
+                since=dt.date(2026, 1, 1), until=dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+                window=dt.timedelta(days=200), concurrency=8,
+            ):  # fmt: skip
+                got += 1
+            concurrent = time.perf_counter() - start
+            assert got == pages * 100, got
+    return sequential, concurrent
+
+
+async def memory(calls: int, out: Path) -> dict[str, float]:
+    fake = FakeCallScaler(calls=calls, seed=2, rate_limit=1_000_000)
+    async with (
+        fake as f,
+        cs.CallScaler(
+            f.api_key, base_url=f.base_url, rate_limit=BIG, business="bench-mem"
+        ) as client,
+    ):
+        if True:
+            gc.collect()
+            rss_base = rss_mb()
+            peak_rss = rss_base
+            stop = threading.Event()
+
+            def sample() -> None:
+                nonlocal peak_rss
+                while not stop.wait(0.05):
+                    peak_rss = max(peak_rss, rss_mb())
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            tracemalloc.start()
+            base_traced, _ = tracemalloc.get_traced_memory()
+            start = time.perf_counter()
+            summary = await client.calls.sync(
+                since=dt.date(2026, 1, 1),
+                until=dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+                window=dt.timedelta(days=2),
+            ).run(JSONLinesSink(out))
+            elapsed = time.perf_counter() - start
+            _, peak_traced = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            stop.set()
+            sampler.join()
+    return {
+        "calls": summary.items,
+        "elapsed": elapsed,
+        "traced_peak_mb": (peak_traced - base_traced) / 2**20,
+        "rss_base_mb": rss_base,
+        "rss_peak_mb": peak_rss,
+        "file_mb": out.stat().st_size / 2**20,
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pages", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=100_000)
+    args = parser.parse_args()
+    sequential, concurrent = await paging(args.pages)
+    with tempfile.TemporaryDirectory() as tmp:
+        mem = await memory(args.calls, Path(tmp) / "calls.jsonl")
+    print()
+    print(f"(1) {args.pages} pages of 100 calls, fake API with 100 ms latency, big budget")
+    print(f"    {'method':<40}{'elapsed':>10}")
+    print(f"    {'sequential: await calls.list(page=n)':<40}{sequential:>9.2f}s")
+    print(f"    {'calls.sync(...) (concurrency=8)':<40}{concurrent:>9.2f}s")
+    print(f"    {'speed-up':<40}{sequential / concurrent:>9.1f}x")
+    print()
+    print(f"(2) streaming {mem['calls']:,.0f} calls through sync(...).run(JSONLinesSink)")
+    print(f"    {'elapsed':<40}{mem['elapsed']:>9.1f}s")
+    print(f"    {'output file':<40}{mem['file_mb']:>8.1f}MB")
+    print(f"    {'tracemalloc peak above baseline':<40}{mem['traced_peak_mb']:>8.1f}MB")
+    print(f"    {'RSS baseline (fake data loaded)':<40}{mem['rss_base_mb']:>8.1f}MB")
+    print(f"    {'RSS peak during the sync':<40}{mem['rss_peak_mb']:>8.1f}MB")
+    print(f"    {'RSS peak above baseline':<40}{mem['rss_peak_mb'] - mem['rss_base_mb']:>8.1f}MB")
+    print("    (tracemalloc counts the client and the in-process fake server together)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

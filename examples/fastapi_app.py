@@ -1,0 +1,149 @@
+"""A small CallScaler backend: recent calls, a number's stats, and the webhook receiver.
+
+Run against the sandbox (``callscaler sandbox`` prints a key and a base URL)::
+
+    export CALLSCALER_API_KEY=cs_key_...
+    export CALLSCALER_BASE_URL=http://127.0.0.1:8765/api/v1/
+    export CALLSCALER_WEBHOOK_SECRET=a-long-random-shared-secret
+    uvicorn examples.fastapi_app:app
+
+Environment: ``CALLSCALER_RATE_LIMIT`` (requests per minute for the business, default 60,
+the API's limit); ``CALLSCALER_WEBHOOK_SECRET`` (the value CallScaler sends in the
+``X-CallScaler-Secret`` custom header; without it the webhook route is not mounted).
+
+One client serves every request (opened in the lifespan, closed at shutdown): every request
+shares its connection pool and the business's rate gate. A request that must wait for the
+rate limit waits without blocking the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import uuid
+from collections import deque
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query
+
+import callscaler_async as cs
+from callscaler_async.contrib.fastapi import CallScalerClients, webhook_router
+from callscaler_async.webhooks import WebhookEvent
+
+logger = logging.getLogger("callscaler_example")
+
+clients = CallScalerClients()
+clients.add(
+    "main",
+    rate_limit=cs.RateLimit(
+        requests=int(os.environ.get("CALLSCALER_RATE_LIMIT", "60")), period=60.0
+    ),
+    # A web request should not queue for minutes behind a busy budget: fail fast instead.
+    max_wait=float(os.environ.get("CALLSCALER_MAX_WAIT", "30")),
+)
+Client = Annotated[cs.CallScaler, Depends(clients.client)]
+
+app = FastAPI(title="CallScaler example", lifespan=clients.lifespan)
+
+# The last webhook events received (a real service would write them to its database).
+recent_events: deque[dict[str, Any]] = deque(maxlen=100)
+
+
+def call_summary(call: cs.Call) -> dict[str, Any]:
+    return {
+        "id": str(call.id),
+        "status": call.status.value,
+        "started_at": call.started_at.isoformat(),
+        "caller_number": call.caller_number,
+        "tracking_number": call.tracking_number,
+        "duration_seconds": call.duration_seconds,
+        "source": call.source,
+        "cost": str(call.cost) if call.cost is not None else None,
+    }
+
+
+@app.exception_handler(cs.APIStatusError)
+async def api_error(_request: Any, exc: cs.APIStatusError) -> Any:
+    from fastapi.responses import JSONResponse
+
+    # Upstream problems are a 502 for our callers; the API's message says what happened.
+    status = 504 if isinstance(exc, cs.RateLimitError) else 502
+    return JSONResponse({"error": exc.message, "upstream_status": exc.status}, status_code=status)
+
+
+@app.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@app.get("/calls")
+async def recent_calls(
+    client: Client,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    status: str | None = None,
+) -> dict[str, Any]:
+    """The newest calls (one API request)."""
+    page = await client.calls.list(per_page=limit, status=status)
+    return {"total": page.total, "calls": [call_summary(c) for c in page.items]}
+
+
+@app.get("/numbers/{number_id}/stats")
+async def number_stats(
+    number_id: uuid.UUID,
+    client: Client,
+    days: Annotated[int, Query(ge=1, le=365)] = 30,
+) -> dict[str, Any]:
+    """A tracking number and its calls of the last ``days`` days, by status."""
+    try:
+        number = await client.numbers.get(number_id)
+    except cs.NotFoundError:
+        raise HTTPException(404, f"number {number_id} not found") from None
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    report = await client.analytics.calls(
+        number_id=number_id,
+        date_from=since,
+        group_by=["status"],
+        metrics=["count", "avg_duration", "qualified_pct"],
+    )
+    return {
+        "number": {
+            "id": str(number.id),
+            "phone_number": number.phone_number,
+            "name": number.friendly_name,
+            "total_calls": number.total_calls,
+        },
+        "since": since.isoformat(),
+        "by_status": [
+            {"status": row.groups.get("status"), **{k: _plain(v) for k, v in row.metrics.items()}}
+            for row in report.rows
+        ],
+        "totals": {k: _plain(v) for k, v in report.totals.items()},
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | None) else str(value)
+
+
+@app.get("/webhooks/recent")
+async def webhooks_recent() -> list[dict[str, Any]]:
+    return list(recent_events)
+
+
+async def on_webhook(event: WebhookEvent) -> None:
+    """Runs after CallScaler got its 200 (a background task): slow work is fine here."""
+    recent_events.append(
+        {
+            "event": event.event.value,
+            "id": event.id,
+            "call": call_summary(event.call) if event.call is not None else None,
+            "received_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+    )
+    logger.info("webhook %s for call %s", event.event, event.call.id if event.call else None)
+
+
+_secret = os.environ.get("CALLSCALER_WEBHOOK_SECRET")
+if _secret:
+    app.include_router(webhook_router(on_webhook, secret=_secret))
