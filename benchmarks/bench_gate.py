@@ -153,7 +153,10 @@ async def main() -> None:
         f"{args.requests} requests, {args.tasks} tasks, limit {LIMIT} per {args.period:g} s "
         "(fake API in-process, real time)\n"
     )
-    header = f"{'server':<8} {'client':<9} {'served':>6} {'429s':>5} {'elapsed s':>9} {'min s':>6} {'ratio':>6}"
+    header = (
+        f"{'server':<8} {'client':<9} {'served':>6} {'429s':>5} "
+        f"{'elapsed s':>9} {'min s':>6} {'ratio':>6}"
+    )
     print(header)
     print("-" * len(header))
     for algorithm in args.algorithms.split(","):
@@ -166,7 +169,8 @@ async def main() -> None:
             )
     per, admitted = await gate_cpu()
     print(
-        f"\ngate CPU per admitted request, 10,000 tasks waiting: {per * 1e6:.1f} µs ({admitted} admitted)"
+        "\ngate CPU per admitted request, 10,000 tasks waiting: "
+        f"{per * 1e6:.1f} µs ({admitted} admitted)"
     )
 
 
