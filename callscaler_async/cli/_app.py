@@ -200,7 +200,7 @@ def sync() -> None:
     "--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
     help="Checkpoint file (default: OUT.checkpoint.json).",
 )  # fmt: skip
-@click.option("--window-days", type=click.IntRange(1, 366), default=1, show_default=True)
+@click.option("--window-days", type=click.IntRange(1, 366), default=7, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_obj
@@ -462,7 +462,7 @@ def sandbox(
     "--out", type=click.Path(file_okay=False, path_type=Path),
     help="Directory for the demo's files (default: a temporary directory, removed after).",
 )  # fmt: skip
-@click.option("--calls", "n_calls", type=click.IntRange(100, 50_000), default=3000,
+@click.option("--calls", "n_calls", type=click.IntRange(100, 50_000), default=12_000,
               show_default=True)  # fmt: skip
 def demo(out: Path | None, n_calls: int) -> None:
     """Sync thousands of calls from a local sandbox, crash mid-way, resume, verify."""

@@ -116,7 +116,7 @@ class Calls(Resource):
         *,
         since: dt.datetime | dt.date,
         until: dt.datetime | dt.date | None = None,
-        window: dt.timedelta = dt.timedelta(days=1),
+        window: dt.timedelta = dt.timedelta(days=7),
         concurrency: int = 8,
     ) -> CallSync:
         """Every call of ``[since, until]`` exactly once, fast; ``until`` is pinned now.

@@ -6,7 +6,7 @@ How a sync gets every call of ``[since, until]`` exactly once, fast:
    during the walk are newer than ``until``, fall outside every request's ``date_to`` and so
    cannot shift any page. They are picked up by the next incremental sync
    (``since=previous.until``).
-2. The range is split into date windows (one day by default). Windows are walked several at
+2. The range is split into date windows (a week by default). Windows are walked several at
    a time, and inside a window the pages after the first are fetched concurrently, all
    through the business rate gate; batches are delivered in window order.
 3. A window whose ``total`` changes while it is walked (calls deleted, or back-dated calls
@@ -128,7 +128,7 @@ class CallSync:
         *,
         since: dt.datetime | dt.date,
         until: dt.datetime | dt.date | None = None,
-        window: dt.timedelta = dt.timedelta(days=1),
+        window: dt.timedelta = dt.timedelta(days=7),
         concurrency: int = 8,
         windows_ahead: int = 4,
     ) -> None:
@@ -397,7 +397,7 @@ async def sync_businesses(
     since: dt.datetime | dt.date,
     until: dt.datetime | dt.date | None = None,
     store: CheckpointStore | None = None,
-    window: dt.timedelta = dt.timedelta(days=1),
+    window: dt.timedelta = dt.timedelta(days=7),
 ) -> list[SyncSummary]:
     """Sync several businesses at once, each through its own gate (one client per business).
 
