@@ -181,8 +181,9 @@ async def main_async(args: argparse.Namespace, base_url: str, api_key: str) -> N
             sdk_best = max(sdk_best, sdk)
         rows.append((tasks, raw_best, sdk_best))
 
+    python = sys.version.split()[0]
     print(f"pipeline: GET calls/{{id}}, fake API in a separate process, "
-          f"best of {args.rounds} x {args.seconds:g}s rounds, Python {sys.version.split()[0]}")  # fmt: skip
+          f"best of {args.rounds} x {args.seconds:g}s rounds, Python {python}")  # fmt: skip
     header = (f"{'tasks':>6} | {'raw req/s':>10} | {'sdk req/s':>10} | {'sdk/raw':>7} | "
               f"{'raw CPU/req':>11} | {'sdk CPU/req':>11} | {'SDK adds':>9}")  # fmt: skip
     print(header)
@@ -190,7 +191,8 @@ async def main_async(args: argparse.Namespace, base_url: str, api_key: str) -> N
     for tasks, (raw_rps, raw_cpu), (sdk_rps, sdk_cpu) in rows:
         print(
             f"{tasks:>6} | {raw_rps:>10,.0f} | {sdk_rps:>10,.0f} | {sdk_rps / raw_rps:>6.2f}x | "
-            f"{raw_cpu * 1e6:>9.0f}µs | {sdk_cpu * 1e6:>9.0f}µs | {(sdk_cpu - raw_cpu) * 1e6:>7.0f}µs"
+            f"{raw_cpu * 1e6:>9.0f}µs | {sdk_cpu * 1e6:>9.0f}µs | "
+            f"{(sdk_cpu - raw_cpu) * 1e6:>7.0f}µs"
         )
     worst = min(sdk_rps / raw_rps for _, (raw_rps, _), (sdk_rps, _) in rows)
     print(f"target sdk/raw >= 0.80 at every concurrency: {'met' if worst >= 0.8 else 'MISSED'} "

@@ -172,10 +172,10 @@ async def test_foreign_consumer_is_learned_from_headers(algorithm: str) -> None:
     await run_workers(server, gate, 20, 300)
     stop.set()
     await spender
-    # The gate learns the other consumer only from answers and holds the largest share it
-    # saw; a consumer that keeps spending after our last look can still collide now and
-    # then. Bound: a few percent of the requests (a naive limiter collides on every window).
-    assert server.rejected <= 15, server.rejected
+    # The gate learns the other consumer only from answers: after a quiet spell it sends a
+    # few scouts before the rest, and holds the largest share it saw. A consumer that keeps
+    # spending after our last look can still collide now and then: at most a few percent.
+    assert server.rejected <= 10, server.rejected
 
 
 @pytest.mark.looptime

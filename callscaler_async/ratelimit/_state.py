@@ -163,6 +163,7 @@ class GateState:
         self._skew_hi = math.inf
         # Header authority: what the server would still admit, minus what it may not count yet.
         self._obs_remaining: int | None = None
+        self._obs_time = -math.inf
         self._obs_uncounted = 0
         # Probe at Reset.
         self._probe_at: float | None = None
@@ -197,6 +198,11 @@ class GateState:
         if now < self.paused_until:
             return 0
         sliding = self.limit - self._in_flight - len(self._recent) - self._foreign
+        if now - self._obs_time > self.period / 2 and self._obs_remaining is not None:
+            # What we know of the server is stale (someone else may have spent the budget
+            # meanwhile): send a few scouts and let their answers speak before the rest.
+            scouts = max(1, self.limit // 10)
+            sliding = min(sliding, scouts - self._in_flight)
         if self._obs_remaining is not None:
             sliding = max(sliding, self._obs_remaining - self._obs_uncounted)
         if sliding <= 0 and self._probe_due(now):
@@ -335,6 +341,7 @@ class GateState:
         if ticket.seq < self._obs_seq:
             return  # an older request's answer arrived late: it knows less than we do
         self._obs_seq = ticket.seq
+        self._obs_time = now
         self.server_limit = h.limit
         self.remaining = h.remaining
         limit = h.limit or self.limit

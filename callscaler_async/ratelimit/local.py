@@ -166,12 +166,6 @@ class BusinessRateGate:
             raise
         finally:
             self._waiting -= 1
-        if loop.time() < self._stagger_until and self._restart_pacer is not None:
-            try:
-                await self._restart_pacer.acquire()
-            except BaseException:
-                self.abandon(ticket)
-                raise
         return ticket
 
     def _admit(self, now: float) -> Ticket:
@@ -203,12 +197,19 @@ class BusinessRateGate:
         now = loop.time()
         heap = self._heap
         state = self._state
+        pacer = self._restart_pacer if now < self._stagger_until else None
+        paced_until: float | None = None
         while heap:
             fut = heap[0][2]
             if fut.done():
                 heapq.heappop(heap)
                 continue
             if state.capacity(now) <= 0:
+                break
+            if pacer is not None and not _take_now(pacer):
+                # Restarting after a 429 pause: one admission per pacer slot, so the
+                # waiters that piled up during the pause do not all go in one instant.
+                paced_until = now + pacer.time_period / pacer.max_rate
                 break
             heapq.heappop(heap)
             fut.set_result(self._admit(now))
@@ -217,11 +218,11 @@ class BusinessRateGate:
             heapq.heappop(heap)
         if not heap:
             return
-        ready = state.next_time(now)
+        ready = paced_until if paced_until is not None else state.next_time(now)
         if ready is None:
             return  # an answer will call _pump
         if self._timer is not None:
-            if self._timer_at <= ready and self._timer_at > now:
+            if now < self._timer_at <= ready:
                 return
             self._timer.cancel()
         self._timer_at = max(ready, now)
@@ -315,6 +316,19 @@ class BusinessRateGate:
             f"BusinessRateGate(name={self._name!r}, requests={self._rate_limit.requests}, "
             f"period={self._rate_limit.period})"
         )
+
+
+def _take_now(limiter: AsyncLimiter) -> bool:
+    """Take one unit of ``limiter`` if it has capacity right now, without awaiting."""
+    if not limiter.has_capacity():
+        return False
+    acquiring = limiter.acquire()
+    try:
+        acquiring.send(None)  # with capacity, acquire() completes without suspending
+    except StopIteration:
+        return True
+    acquiring.close()  # pragma: no cover - capacity was checked in the same instant
+    return False
 
 
 _registry: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, BusinessRateGate]] = (
