@@ -128,7 +128,9 @@ class Business:
     released_numbers: dict[str, JSONDict] = field(default_factory=dict)
     call_flows: dict[str, JSONDict] = field(default_factory=dict)
     versions: dict[str, list[JSONDict]] = field(default_factory=dict)
-    #: Calls sorted newest first by (started_at, id).
+    #: Calls sorted newest first by (started_at, id). The server binary-searches the
+    #: ``date_from``/``date_to`` bounds in it: after any change call :meth:`sort_calls` (or
+    #: insert in place).
     calls: list[CallRecord] = field(default_factory=list)
     calls_by_id: dict[str, CallRecord] = field(default_factory=dict)
     balance: JSONDict = field(default_factory=dict)
