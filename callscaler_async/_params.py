@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Final
@@ -27,6 +28,8 @@ __all__ = [
 ]
 
 MAX_PER_PAGE: Final = 100
+# The canonical form ``str(uuid.UUID(...))`` produces; anything else is parsed to be sure.
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def format_id(value: uuid.UUID | str, *, name: str) -> str:
@@ -34,6 +37,8 @@ def format_id(value: uuid.UUID | str, *, name: str) -> str:
         return str(value)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a UUID or a UUID string, got {type(value).__name__}")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:

@@ -31,10 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import importlib
 import ipaddress
 import logging
+import math
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Generic, TypeVar
@@ -86,6 +89,9 @@ _RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 _MAX_REDIRECTS: Final = 5
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_CAP: Final = 8.0
+
+
+_debug: Final = functools.partial(logger.isEnabledFor, logging.DEBUG)
 
 
 def key_prefix(api_key: str) -> str:
@@ -206,9 +212,13 @@ class Hooks:
         return bool(self.on_request or self.on_response or self.on_retry or self.on_rate_limit_wait)
 
 
-@attrs.frozen
+@attrs.define
 class RawResponse:
-    """An answer as it arrived: status, headers, body, and the JSON inside its envelope."""
+    """An answer as it arrived: status, headers, body, and the JSON inside its envelope.
+
+    Read-only by convention (not ``frozen``: a frozen attrs class costs ~2 µs more to build,
+    on every request).
+    """
 
     status: int
     headers: CIMultiDictProxy[str]
@@ -373,10 +383,21 @@ class Transport:
         self._tracer_provider = tracer_provider
         self._tracer: Any = None
         self._tracer_for: Any = None
+        self._tracer_recheck_at = -math.inf
         self.base_url = URL(base_url if base_url.endswith("/") else base_url + "/")
+        self._base_str = str(self.base_url)
         self._base_origin = _origin(self.base_url)
+        # The headers of a request to the API's own origin, built once (aiohttp merges them
+        # into a new multidict per request and never changes ours).
+        self._api_headers: Final = {
+            "User-Agent": USER_AGENT,
+            "Accept": "application/json",
+            "Authorization": f"Bearer {api_key}",
+        }
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._gate_factory = gate_factory
         self._gate: RateGate | None = None
+        self._try_acquire: Callable[[], Ticket | None] | None = None
         self._session = session
         self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -403,7 +424,10 @@ class Transport:
     @property
     def gate(self) -> RateGate:
         if self._gate is None:
-            self._gate = self._gate_factory()
+            self._gate = gate = self._gate_factory()
+            # A gate that can admit synchronously when budget is free (the local one) spares
+            # the request a coroutine and a future; others (Redis) always go through acquire.
+            self._try_acquire = getattr(gate, "try_acquire", None)
         return self._gate
 
     @property
@@ -414,13 +438,14 @@ class Transport:
         if self._closed:
             raise CallScalerError("this client is closed; create a new CallScaler")
         self._bind_loop()
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._connection_limit),
-                headers={"User-Agent": USER_AGENT},
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-            )
-            self.sessions_created += 1
+        if self._session is not None:
+            return self._session
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self._connection_limit),
+            headers={"User-Agent": USER_AGENT},
+            json_serialize=lambda obj: orjson.dumps(obj).decode(),
+        )
+        self.sessions_created += 1
         return self._session
 
     async def aclose(self) -> None:
@@ -436,15 +461,27 @@ class Transport:
     # ----------------------------------------------------------------- requests
 
     def url_for(self, path: str) -> URL:
-        return self.base_url.join(URL(path.lstrip("/")))
+        # One parse of base + path (the paths are the SDK's own, ids already validated); the
+        # same URL as ``base_url.join(URL(path))`` for them, at a third of the cost.
+        return URL(self._base_str + path.lstrip("/"))
 
     def _headers(self, url: URL, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if _origin(url) == self._base_origin:
-            headers["Authorization"] = f"Bearer {self._api_key}"
+            headers = dict(self._api_headers)
+        else:
+            headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if extra:
             headers.update(extra)
         return headers
+
+    def _timeout(self, seconds: float) -> aiohttp.ClientTimeout:
+        """aiohttp's own total timeout (one timer per request, shared with its read timeouts)."""
+        timeout = self._timeouts.get(seconds)
+        if timeout is None:
+            if len(self._timeouts) > 64:  # per-call deadlines vary: do not grow without bound
+                self._timeouts.clear()
+            timeout = self._timeouts[seconds] = aiohttp.ClientTimeout(total=seconds)
+        return timeout
 
     async def request(
         self,
@@ -473,14 +510,26 @@ class Transport:
         """The tracer, or None when no OpenTelemetry SDK provider is configured.
 
         Without a real provider (only ``opentelemetry-api``, or nothing set up) requests skip
-        tracing entirely: no span objects, no context switches. A provider installed later
-        is picked up on the next request.
+        tracing entirely: no span objects, no context switches. A global provider installed
+        later is picked up within a second (looked up at most once a second until then).
         """
+        if self._tracer is not None and self._tracer_provider is None:
+            # OpenTelemetry sets the global provider once per process and refuses to replace
+            # it: once a real one was seen, it stays the one.
+            return self._tracer
         otel = _opentelemetry()
         if otel is None:
             return None
-        provider = self._tracer_provider or otel.get_tracer_provider()
-        if isinstance(provider, otel.ProxyTracerProvider | otel.NoOpTracerProvider):
+        provider = self._tracer_provider
+        if provider is None:
+            now = time.monotonic()
+            if now < self._tracer_recheck_at:
+                return None
+            provider = otel.get_tracer_provider()
+            if isinstance(provider, otel.ProxyTracerProvider | otel.NoOpTracerProvider):
+                self._tracer_recheck_at = now + 1.0
+                return None
+        elif isinstance(provider, otel.ProxyTracerProvider | otel.NoOpTracerProvider):
             return None
         if self._tracer is None or self._tracer_for is not provider:
             self._tracer = provider.get_tracer("callscaler_async", __version__)
@@ -536,24 +585,28 @@ class Transport:
         json: Any,
         trace: _RequestTrace,
     ) -> RawResponse:
-        loop = self._bind_loop()
-        session = self.session()
+        session = self.session()  # also checks the running loop is this client's
+        loop = self._loop
+        assert loop is not None
+        gate = self.gate
         url = self.url_for(path)
         attempt = 0
         started = loop.time()
         while True:
             attempt += 1
-            ticket = await self._acquire(options, method, route, trace)
+            ticket = self._try_acquire() if self._try_acquire is not None else None
+            if ticket is None:
+                ticket = await self._acquire(options, method, route, trace)
             trace.attempts = attempt
             self.requests_sent += 1
             sent_at = loop.time()
-            if logger.isEnabledFor(logging.DEBUG):
+            if _debug():
                 logger.debug(
                     "%s %s (attempt %d, business %s)",
                     method,
                     _with_query(url.path, params),
                     attempt,
-                    self.gate.name,
+                    gate.name,
                 )
             if self.hooks.on_request:
                 await self._call_hooks(
@@ -563,7 +616,7 @@ class Transport:
                         route=route,
                         path=url.path,
                         attempt=attempt,
-                        business=self.gate.name,
+                        business=gate.name,
                     ),
                 )
             try:
@@ -571,7 +624,7 @@ class Transport:
                     session, method, url, params, json, options.timeout
                 )
             except BaseException as exc:
-                self.gate.complete(ticket, status=None, headers=None)
+                gate.complete(ticket, status=None, headers=None)
                 error = self._connection_error(exc, method, url)
                 if error is None:
                     raise
@@ -587,9 +640,9 @@ class Transport:
                 rate_error = error_from_response(status, body, headers, method=method, url=route)
                 assert isinstance(rate_error, RateLimitError)
                 retry_after = rate_error.retry_after
-            self.gate.complete(ticket, status=status, headers=headers, retry_after=retry_after)
+            gate.complete(ticket, status=status, headers=headers, retry_after=retry_after)
             elapsed = loop.time() - sent_at
-            if logger.isEnabledFor(logging.DEBUG):
+            if _debug():
                 logger.debug(
                     "%s %s -> %d (attempt %d, %.1f ms)",
                     method,
@@ -606,7 +659,7 @@ class Transport:
                         route=route,
                         path=url.path,
                         attempt=attempt,
-                        business=self.gate.name,
+                        business=gate.name,
                         status=status,
                         elapsed=elapsed,
                         headers=headers,
@@ -614,9 +667,9 @@ class Transport:
                 )
             if status < 400:
                 try:
-                    data = orjson.loads(body) if body.strip() else None
+                    data = orjson.loads(body)
                 except orjson.JSONDecodeError:
-                    data = _INVALID
+                    data = None if not body.strip() else _INVALID  # empty: no content
                 if data is not _INVALID:
                     return RawResponse(
                         status=status,
@@ -657,7 +710,7 @@ class Transport:
                     method,
                     route,
                     retry_after if retry_after is not None else "?",
-                    self.gate.name,
+                    gate.name,
                     attempt,
                 )
                 await self._on_retry(trace, method, route, attempt, status_error, None)
@@ -740,26 +793,51 @@ class Transport:
         timeout: float,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         data = orjson.dumps(json) if json is not None else None
-        extra = {"Content-Type": "application/json"} if data is not None else None
+        if data is None:
+            headers = self._api_headers  # the first hop always goes to the API's origin
+        else:
+            headers = {**self._api_headers, "Content-Type": "application/json"}
         # The timeout starts here, after the gate: waiting for budget is not a slow server.
-        async with asyncio.timeout(timeout):
-            for _ in range(_MAX_REDIRECTS + 1):
-                async with session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=self._headers(url, extra),
-                    allow_redirects=False,
-                ) as resp:
-                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                        url = resp.url.join(URL(resp.headers["Location"]))
-                        params = None
-                        if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
-                            method, data, extra = "GET", None, None
-                        continue
+        # It bounds the whole exchange, redirects included: each hop gets what is left.
+        loop = self._loop
+        assert loop is not None  # bound by session()
+        deadline = loop.time() + timeout
+        hop_timeout = self._timeout(timeout)
+        for _ in range(_MAX_REDIRECTS + 1):
+            async with session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                allow_redirects=False,
+                timeout=hop_timeout,
+            ) as resp:
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    url = resp.url.join(URL(resp.headers["Location"]))
+                    params = None
+                    if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
+                        method, data = "GET", None
+                    headers = self._headers(
+                        url, {"Content-Type": "application/json"} if data is not None else None
+                    )
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise TimeoutError
+                    hop_timeout = aiohttp.ClientTimeout(total=left)
+                    continue
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= self.max_response_bytes
+                    and "Content-Encoding" not in resp.headers
+                ):
+                    # The size is known and allowed, and the body arrives as sent (nothing
+                    # to decompress that could grow it): read it in one go.
+                    body = await resp.read()
+                else:
                     body = await self._read_limited(resp, method, url)
-                    return resp.status, resp.headers, body
+                return resp.status, resp.headers, body
         raise APIConnectionError(
             f"too many redirects ({_MAX_REDIRECTS})", method=method, url=str(url)
         )

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import bisect
 import email.utils
+import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -80,16 +81,34 @@ def _parse_int(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        number = int(value.strip())
+        return int(value)  # int() itself ignores surrounding whitespace
     except ValueError:
-        try:
-            as_float = float(value.strip())
-        except ValueError:
-            return None
-        if not math.isfinite(as_float):
-            return None
-        number = int(as_float)
-    return number
+        pass
+    try:
+        as_float = float(value)
+    except ValueError:
+        return None
+    if not math.isfinite(as_float):
+        return None
+    return int(as_float)
+
+
+# ``Date`` has a resolution of one second, so consecutive answers repeat it: the last parse
+# is kept (parsing an HTTP date through ``email.utils`` is the costliest step here).
+_last_date: tuple[str, float | None] = ("", None)
+
+
+def _parse_date(raw: str) -> float | None:
+    global _last_date
+    cached_raw, cached = _last_date
+    if raw == cached_raw:
+        return cached
+    try:
+        value: float | None = email.utils.parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        value = None
+    _last_date = (raw, value)
+    return value
 
 
 def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
@@ -97,18 +116,12 @@ def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
     limit = _parse_int(headers.get("X-RateLimit-Limit"))
     remaining = _parse_int(headers.get("X-RateLimit-Remaining"))
     reset = _parse_int(headers.get("X-RateLimit-Reset"))
-    date_unix: float | None = None
     raw_date = headers.get("Date")
-    if raw_date:
-        try:
-            date_unix = email.utils.parsedate_to_datetime(raw_date).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            date_unix = None
     return HeaderReading(
         limit=limit if limit is not None and limit > 0 else None,
         remaining=max(remaining, 0) if remaining is not None else None,
         reset_unix=float(reset) if reset is not None and reset > 0 else None,
-        date_unix=date_unix,
+        date_unix=_parse_date(raw_date) if raw_date else None,
     )
 
 
@@ -116,10 +129,6 @@ def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
 class _Completion:
     sent_at: float
     done_at: float
-
-
-def _done_at(completion: _Completion) -> float:
-    return completion.done_at
 
 
 class GateState:
@@ -360,11 +369,18 @@ class GateState:
         # Ours that this answer may not reflect: all but those answered before it was sent
         # (the server may count a later-sent request first, and answer it first too).
         recent = self._recent
-        # This answer is the last completion recorded; look at the others.
-        others = len(recent) - 1 if recent and recent[-1].sent_at == ticket.sent_at else len(recent)
-        cutoff = bisect.bisect_right(recent, ticket.sent_at, hi=others, key=_done_at)
+        # This answer is the last completion recorded; look at the others. Those answered
+        # after this request was sent sit at the end (done_at ascending): count them from
+        # there, a few steps at most (a bisect would index into the middle of the deque).
+        sent_at = ticket.sent_at
+        skip = 1 if recent and recent[-1].sent_at == sent_at else 0
+        later = 0
+        for completion in itertools.islice(reversed(recent), skip, None):
+            if completion.done_at <= sent_at:
+                break
+            later += 1
         self._obs_remaining = h.remaining
-        self._obs_uncounted = self._in_flight + (others - cutoff)
+        self._obs_uncounted = self._in_flight + later
 
         # Foreign share: what the server counts beyond the requests of ours it may have
         # counted. Normally that is every request in flight and every one answered less

@@ -117,6 +117,16 @@ class BusinessRateGate:
 
     # ---------------------------------------------------------------- admission
 
+    def try_acquire(self) -> Ticket | None:
+        """Admit at once when nobody waits and a slot is free; else None (``await acquire``).
+
+        The transport's fast path: no coroutine, no future, no timer when budget is free.
+        """
+        now = self._bind().time()
+        if not self._heap and now >= self._stagger_until and self._state.capacity(now) > 0:
+            return self._admit(now)
+        return None
+
     async def acquire(
         self, *, priority: Priority = "normal", max_wait: float | None = None
     ) -> Ticket:
@@ -192,8 +202,8 @@ class BusinessRateGate:
 
     def _pump(self) -> None:
         loop = self._loop
-        if loop is None:
-            return
+        if loop is None or not self._heap:
+            return  # nobody waits (a pending timer finds the same and does nothing)
         now = loop.time()
         heap = self._heap
         state = self._state
