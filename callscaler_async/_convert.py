@@ -12,6 +12,11 @@ Everything that turns API JSON into models (and back) is configured here, once:
 
 Decoding runs the plain (fast) converter first; only when that fails is the input
 structured again with the detailed converter to name the JSON path of the first bad value.
+
+Nothing is built at import (issue #7: import time): cattrs is imported and a converter
+configured on first use, and a model's structuring function is generated the first time
+that model is decoded (hook factories). cattrs is therefore imported inside the functions
+that use it, all of which run after the first decode or encode.
 """
 
 from __future__ import annotations
@@ -23,15 +28,6 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
-from cattrs import Converter
-from cattrs.errors import (
-    BaseValidationError,
-    ClassValidationError,
-    ForbiddenExtraKeysError,
-    IterableValidationError,
-    IterableValidationNote,
-)
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._errors import ResponseDecodeError
 from ._money import Money
@@ -41,6 +37,10 @@ from .models.call_flows import CallFlow, CallFlowSettings, CallFlowStep, CallFlo
 from .models.calls import Call, Transcription, TranscriptionSegment
 from .models.common import Deleted, OpenStrEnum
 from .models.numbers import AvailableNumber, Number
+
+if TYPE_CHECKING:
+    from cattrs import Converter
+    from cattrs.errors import ClassValidationError
 
 __all__ = [
     "converter",
@@ -55,6 +55,7 @@ __all__ = [
 T = TypeVar("T")
 E = TypeVar("E", bound=OpenStrEnum)
 
+# Models (un)structured by generated functions, each built the first time it is needed.
 _MODELS: Final[tuple[type[Any], ...]] = (
     Call,
     Transcription,
@@ -310,6 +311,8 @@ def _is_list(type_: Any) -> bool:
 
 
 def _note_index(exc: Exception, index: int | str, type_: Any) -> Exception:
+    from cattrs.errors import IterableValidationNote
+
     note = IterableValidationNote(f"Structuring {type_!r} @ index {index!r}", index, type_)
     exc.__notes__ = [*getattr(exc, "__notes__", []), note]
     return exc
@@ -317,6 +320,8 @@ def _note_index(exc: Exception, index: int | str, type_: Any) -> Exception:
 
 def _make_list_hook(conv: Converter) -> Callable[[Any], Callable[[Any, Any], list[Any]]]:
     def factory(type_: Any) -> Callable[[Any, Any], list[Any]]:
+        from cattrs.errors import IterableValidationError
+
         (elem_type,) = type_.__args__
         elem_hook = conv.get_structure_hook(elem_type)
         detailed = conv.detailed_validation
@@ -351,7 +356,7 @@ def _null_as_empty_list(hook: Callable[[Any, Any], list[Any]]) -> Callable[[Any,
 
 
 def _field_errors(cls: type[Any], errors: list[tuple[str, Exception]]) -> ClassValidationError:
-    from cattrs.errors import AttributeValidationNote
+    from cattrs.errors import AttributeValidationNote, ClassValidationError
 
     noted = []
     for key, exc in errors:
@@ -482,6 +487,8 @@ def unstructure_analytics_row(row: AnalyticsRow) -> dict[str, Any]:
 
 
 def _make_totals_hook(forbid_extra: bool) -> Callable[[Any, Any], dict[str, MetricValue]]:
+    from cattrs.errors import ForbiddenExtraKeysError
+
     def structure_analytics_totals(value: Any, _: Any) -> dict[str, MetricValue]:
         groups, metrics = _split_analytics(_require_object(value, AnalyticsReport), dict)
         if groups and forbid_extra:  # totals carry metrics only
@@ -502,16 +509,27 @@ def _is_factory(default: Any) -> bool:
     return isinstance(default, attrs.Factory)  # type: ignore[arg-type]
 
 
-def _register_model(conv: Converter, cls: type[Any]) -> None:
-    attrs.resolve_types(cls)
+def _is_model(type_: Any) -> bool:
+    return type_ in _MODELS
+
+
+def _money_renames(cls: type[Any]) -> dict[str, str]:
+    """attribute -> JSON key of a model's ``Money`` fields (``cost`` -> ``cost_cents``)."""
+    attrs.resolve_types(cls)  # the models use postponed annotations
+    return {f.name: f.name + _CENTS_SUFFIX for f in attrs.fields(cls) if _is_money(f.type)}
+
+
+def _make_model_structure_hook(cls: type[Any], conv: Converter) -> Callable[[Any, Any], Any]:
+    """The structuring function of a model (a cattrs hook factory: called once per model
+    and converter, the first time that model is structured)."""
+    from cattrs.gen import make_dict_structure_fn, override
+
+    renames = _money_renames(cls)
     overrides: dict[str, Any] = {}
-    renames: dict[str, str] = {}
     for field in attrs.fields(cls):
         hook: Callable[[Any, Any], Any] | None = None
         if _is_factory(field.default) and _is_list(field.type):
             hook = _null_as_empty_list(conv.get_structure_hook(field.type))
-        if _is_money(field.type):
-            renames[field.name] = field.name + _CENTS_SUFFIX
         if cls is AnalyticsReport and field.name == "totals":
             hook = _make_totals_hook(bool(conv.forbid_extra_keys))
         if field.name in renames or hook is not None:
@@ -531,13 +549,14 @@ def _register_model(conv: Converter, cls: type[Any]) -> None:
             return cattrs_fn(value, type_)
 
         generated = structure_object
-    structure = _number_hook(generated) if cls is Number else generated
-    conv.register_structure_hook(cls, structure)
-    unstructure_overrides = {name: override(rename=key) for name, key in renames.items()}
-    conv.register_unstructure_hook(
-        cls,
-        make_dict_unstructure_fn(cls, conv, **unstructure_overrides),  # type: ignore[arg-type]
-    )
+    return _number_hook(generated) if cls is Number else generated
+
+
+def _make_model_unstructure_hook(cls: type[Any], conv: Converter) -> Callable[[Any], Any]:
+    from cattrs.gen import make_dict_unstructure_fn, override
+
+    overrides = {name: override(rename=key) for name, key in _money_renames(cls).items()}
+    return make_dict_unstructure_fn(cls, conv, **overrides)  # type: ignore[arg-type]
 
 
 # Expressions that accept a valid JSON value without calling its hook ({} is the value);
@@ -731,25 +750,42 @@ def _configure(conv: Converter) -> Converter:
     conv.register_unstructure_hook(CallFlowStep, unstructure_call_flow_step)
     conv.register_unstructure_hook(CallFlowSettings, unstructure_call_flow_settings)
     conv.register_unstructure_hook(AnalyticsRow, unstructure_analytics_row)
-    for model in _MODELS:
-        _register_model(conv, model)
+    conv.register_structure_hook_factory(_is_model, _make_model_structure_hook)
+    conv.register_unstructure_hook_factory(_is_model, _make_model_unstructure_hook)
     return conv
 
 
-# Same hooks without per-field bookkeeping: tried first, the detailed one only on failure.
-_fast_converter: Final[Converter] = _configure(Converter(detailed_validation=False))
+# The converters are configured on first use, not at import: importing cattrs and building
+# a converter would be most of the SDK's own import time (issue #7).
+_fast_converter: Converter | None = None
+_fast_hooks: dict[Any, Callable[[Any, Any], Any]] = {}
 _detailed: dict[bool, Converter] = {}
 if TYPE_CHECKING:  # built lazily by __getattr__ below
     converter: Converter
     strict_converter: Converter
 
 
+def _fast_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    """The fast converter's structuring function for ``type_`` (cached). That converter has
+    the same hooks without per-field bookkeeping: tried first, the detailed one on failure."""
+    global _fast_converter
+    hook = _fast_hooks.get(type_)
+    if hook is None:
+        if _fast_converter is None:
+            from cattrs import Converter
+
+            _fast_converter = _configure(Converter(detailed_validation=False))
+        hook = _fast_hooks.setdefault(type_, _fast_converter.get_structure_hook(type_))
+    return hook
+
+
 def _detailed_converter(strict: bool = False) -> Converter:
     """The detailed converter (errors name their JSON path; ``strict``: unknown fields are
-    errors), configured on first use: only a failed decode, ``encode`` and tests need it,
-    and configuring a converter is most of this module's import time."""
+    errors), configured on first use: only a failed decode, ``encode`` and tests need it."""
     conv = _detailed.get(strict)
     if conv is None:
+        from cattrs import Converter
+
         conv = _configure(Converter(detailed_validation=True, forbid_extra_keys=strict))
         conv = _detailed.setdefault(strict, conv)
     return conv
@@ -789,6 +825,13 @@ def _describe(exc: BaseException) -> str:
 
 def _locate(exc: BaseException, path: str) -> tuple[str, str]:
     """The JSON path and message of the first leaf error inside a cattrs error tree."""
+    from cattrs.errors import (
+        BaseValidationError,
+        ClassValidationError,
+        ForbiddenExtraKeysError,
+        IterableValidationError,
+    )
+
     while isinstance(exc, BaseValidationError):
         if isinstance(exc, ClassValidationError):
             with_notes, others = exc.group_exceptions()
@@ -838,7 +881,7 @@ def decode(data: Any, model: type[T], *, path: str = "$", strict: bool = False) 
     """
     if not strict:
         try:
-            return _fast_converter.get_structure_hook(model)(data, model)  # type: ignore[no-any-return]
+            return _fast_hook(model)(data, model)  # type: ignore[no-any-return]
         except Exception:
             pass  # structured again below, slowly, to say where and why
     try:
@@ -858,7 +901,7 @@ def decode_list(data: Any, model: type[T], *, path: str = "$", strict: bool = Fa
     list_type = list[model]  # type: ignore[valid-type]
     if not strict:
         try:
-            return _fast_converter.get_structure_hook(list_type)(data, list_type)  # type: ignore[no-any-return]
+            return _fast_hook(list_type)(data, list_type)  # type: ignore[no-any-return]
         except Exception:
             pass
     try:

@@ -12,14 +12,17 @@ them as :class:`Money` under the name without the suffix (``cost_cents`` -> ``ca
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
+if TYPE_CHECKING:
+    from decimal import Decimal
+
 __all__ = ["Money"]
 
-_HUNDRED = Decimal(100)
+# ``decimal`` is imported by the two methods that use it, not here: it is about 2 ms of
+# ``import callscaler_async`` (issue #7) and most programs never ask for a Decimal.
 _SYMBOLS = {"USD": "$"}
 
 
@@ -59,6 +62,8 @@ class Money:
         Floats are refused (``0.1`` is not exactly representable), and so is any amount
         with a fraction of a cent.
         """
+        from decimal import Decimal, InvalidOperation
+
         if isinstance(amount, float | bool):
             raise ValueError("Money.from_amount refuses floats; pass a Decimal or a string")
         try:
@@ -67,7 +72,7 @@ class Money:
             raise ValueError(f"not a decimal amount: {amount!r}") from exc
         if not value.is_finite():
             raise ValueError(f"not a finite amount: {amount!r}")
-        cents = value * _HUNDRED
+        cents = value * 100
         if cents != cents.to_integral_value():
             raise ValueError(f"amount has a fraction of a cent: {amount!r}")
         return cls(int(cents), currency)
@@ -75,7 +80,9 @@ class Money:
     @property
     def amount(self) -> Decimal:
         """The exact amount in currency units (``Decimal('25.5')`` for 2550 cents)."""
-        return Decimal(self.cents) / _HUNDRED
+        from decimal import Decimal
+
+        return Decimal(self.cents) / 100
 
     def __repr__(self) -> str:
         if self.currency == "USD":
