@@ -25,12 +25,16 @@ import random
 import time
 import weakref
 from collections.abc import Callable, Mapping
-
-from aiolimiter import AsyncLimiter
+from typing import TYPE_CHECKING
 
 from .._errors import RateLimitError
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
 from ._state import GateState, Ticket, parse_rate_headers
+
+if TYPE_CHECKING:
+    # Imported where a pause begins: aiolimiter's __init__ reads its own version through
+    # importlib.metadata (~7 ms at import), and most processes never see a 429.
+    from aiolimiter import AsyncLimiter
 
 __all__ = ["BusinessRateGate", "business_key", "gate_for"]
 
@@ -277,6 +281,8 @@ class BusinessRateGate:
         limit = self._state.limit
         period = self._rate_limit.period
         self._stagger_until = until + period
+        from aiolimiter import AsyncLimiter
+
         self._restart_pacer = AsyncLimiter(1, period / max(limit - 1, 1))
         logger.info(
             "rate gate %s: the server answered 429; pausing every request of this business "
