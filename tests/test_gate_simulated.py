@@ -16,7 +16,7 @@ from fractions import Fraction
 import pytest
 
 from callscaler_async.ratelimit import BusinessRateGate, RateLimit
-from callscaler_async.ratelimit._state import GateState, parse_rate_headers
+from callscaler_async.ratelimit._state import GateState, HeaderReading, parse_rate_headers
 from callscaler_async.testing._ratelimit import make_limiter
 
 ALGORITHMS = ["fixed", "sliding", "bucket"]
@@ -32,7 +32,9 @@ class SimServer:
         *,
         latency: float = 0.01,
         jitter: float = 0.0,
+        anchor: float = ANCHOR,
     ) -> None:
+        self.anchor = anchor
         self.limiter = make_limiter(algorithm, limit, period)
         self.limit = limit
         self.latency = latency
@@ -43,7 +45,7 @@ class SimServer:
         self.admit_times: list[float] = []
 
     def now(self) -> float:
-        return ANCHOR + asyncio.get_running_loop().time()
+        return self.anchor + asyncio.get_running_loop().time()
 
     def headers(self, now: float) -> dict[str, str]:
         return {
@@ -290,3 +292,166 @@ def test_headers_are_parsed_leniently() -> None:
 def test_exact_rates() -> None:
     # The scaled limit used in tests has exact arithmetic: 60 per 3 s is 20 per second.
     assert Fraction(60) / Fraction(3) == 20
+
+
+# ------------------------------------------------------------------ calibration shots
+
+U = 1_000_000.0  # Unix time minus loop time in the sans-I/O tests (dyadic: exact floats)
+RTT = 1 / 128
+
+
+def reading(remaining: int, reset: float, date: float, limit: int = 4) -> HeaderReading:
+    return HeaderReading(limit=limit, remaining=remaining, reset_unix=reset, date_unix=date)
+
+
+def test_shot_pins_the_clock_offset_and_brings_the_probe_forward() -> None:
+    """A fixed window of 4 per 4 s on a server whose clock agrees with ours.
+
+    The first answer comes 0.75 s into a second: ``Date`` says only that the offset lies in
+    [-0.758, 0.25], so the probe would wait until 0.76 s after Reset, later than our own
+    slots free. One request of the burst is held back and sent just after the server's next
+    second boundary; its answer pins the offset and the probe goes right at Reset.
+    """
+    state = GateState(4, 4.0, reset_margin=1 / 64)
+    reset = U + 8.0  # the window is [U + 4, U + 8) on the server's clock
+    now = 4.75
+    first = state.admit(now)
+    now += RTT
+    state.complete(first, now, unix_now=U + now, headers=reading(3, reset, U + 4.0), status=200)
+    assert (state._skew_lo, state._skew_hi) == (-0.7578125, 0.25)
+    # The ledger grants 3; one is held for the shot, aimed at the boundary U + 5 under the
+    # tested offset -1/64 (just below zero), at our U + 5.015625.
+    assert state.capacity(now) == 2
+    burst = [state.admit(now), state.admit(now)]
+    assert state.capacity(now) == 0
+    assert state.next_time(now) == 5.015625
+    now += RTT
+    for ticket, left in zip(burst, [2, 1], strict=True):
+        state.complete(ticket, now, unix_now=U + now, headers=reading(left, reset, U + 4.0))
+    now = 5.015625
+    assert state.capacity(now) == 1
+    shot = state.admit(now)
+    assert state.shots == 1
+    now += RTT
+    # The server's clock read U + 5 already: the offset is at least -1/64 - RTT.
+    state.complete(shot, now, unix_now=U + now, headers=reading(0, reset, U + 5.0), status=200)
+    assert state._skew_lo == -0.0234375
+    assert state.capacity(now) == 0
+    # The probe goes at Reset under that offset (plus the margin): 8.0390625, not 8.7734375,
+    # which is after the first slot frees by the ledger (4.7578125 + 4).
+    assert state.next_time(now) == 8 - state._skew_lo + 1 / 64 == 8.0390625
+    assert state.rate_limited == 0
+
+
+def test_shot_that_lands_early_lowers_the_upper_bound() -> None:
+    """Same first answer, but the server's clock is half a second behind ours.
+
+    The gate cannot tell this from the previous test until the shot: sent at our U + 5.016,
+    it reaches the server at its U + 4.516, whose Date (U + 4) lowers the upper bound to the
+    offset tested; the lower bound stays.
+    """
+    state = GateState(4, 4.0, reset_margin=1 / 64)
+    skew = -0.5
+    reset = U + 8.0
+    now = 4.75  # the server's U + 4.25
+    first = state.admit(now)
+    now += RTT
+    state.complete(first, now, unix_now=U + now, headers=reading(3, reset, U + 4.0))
+    assert (state._skew_lo, state._skew_hi) == (-0.7578125, 0.25)
+    assert state.capacity(now) == 2
+    burst = [state.admit(now), state.admit(now)]
+    assert state.next_time(now) == 5.015625
+    for ticket, left in zip(burst, [2, 1], strict=True):
+        state.complete(
+            ticket, now + RTT, unix_now=U + now + RTT, headers=reading(left, reset, U + 4.0)
+        )
+    now = 5.015625
+    shot = state.admit(now)
+    assert U + now + skew < U + 5.0  # written before the server's boundary: Date says U + 4
+    now += RTT
+    state.complete(shot, now, unix_now=U + now, headers=reading(0, reset, U + 4.0))
+    assert (state._skew_lo, state._skew_hi) == (-0.7578125, -0.015625)
+    assert state.rate_limited == 0
+
+
+def test_no_shot_under_a_sliding_log_or_a_token_bucket() -> None:
+    """Shots could only delay a sliding log's slots or a bucket's tokens: none is planned.
+
+    Sliding log: Reset is ``ceil(oldest + period)``, so the first second boundary after the
+    burst is ``Reset - period`` (excluded) and the next is more than the gain away. Token
+    bucket: Reset (full again) is within ``(limit - Remaining)`` refills plus a second.
+    """
+    for remaining, reset in [(3, U + 9.0), (3, U + 6.0)]:  # sliding log, token bucket
+        state = GateState(4, 4.0, reset_margin=1 / 64)
+        now = 4.75
+        first = state.admit(now)
+        now += RTT
+        state.complete(first, now, unix_now=U + now, headers=reading(remaining, reset, U + 4.0))
+        assert state.capacity(now) == 3
+        assert [state.admit(now) for _ in range(3)] and state.shots == 0
+        assert state._hold == 0
+
+
+def test_no_shot_while_another_consumer_spends_the_budget() -> None:
+    state = GateState(4, 4.0, reset_margin=1 / 64)
+    now = 4.75
+    first = state.admit(now)
+    now += RTT
+    # The server counts 2 where we sent 1: someone else spent one.
+    state.complete(first, now, unix_now=U + now, headers=reading(2, U + 8.0, U + 4.0))
+    assert state.foreign == 1
+    assert state.capacity(now) == 2 and state._hold == 0
+
+
+def make_gate_at(anchor: float, limit: int = 60, period: float = 3.0) -> BusinessRateGate:
+    loop = asyncio.get_running_loop()
+    return BusinessRateGate(
+        RateLimit(requests=limit, period=period),
+        name="sim",
+        wall_clock=lambda: anchor + loop.time(),
+    )
+
+
+# The first burst goes 0.875 s into a second (and into a 3 s window): Date alone leaves the
+# offset's lower bound 0.875 s loose, the worst case for the probe.
+LATE_ANCHOR = 1_790_000_001.875
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("shots", [True, False])
+async def test_fixed_window_bursts_go_at_the_boundary_once_a_shot_pinned_the_clock(
+    shots: bool,
+) -> None:
+    server = SimServer("fixed", 60, 3.0, latency=0.005, anchor=LATE_ANCHOR)
+    gate = make_gate_at(LATE_ANCHOR)
+    if not shots:
+        gate.state._shots_left = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await run_workers(server, gate, 50, 600)
+    elapsed = loop.time() - start
+    assert server.rejected == 0
+    assert server.served == 600
+    # 600 at 60 per window: the 10th window opens 2.125 + 8 * 3 s after the start.
+    minimum = 2.125 + 8 * 3.0
+    if shots:
+        assert gate.state.shots >= 1
+        assert elapsed < minimum + 0.1, elapsed
+    else:
+        # Without shots every burst waits out the loose bound (about 0.9 s late).
+        assert elapsed > minimum + 0.8, elapsed
+    # Every window the server saw got at most its 60 (0 429s says the same).
+    windows: dict[int, int] = {}
+    for t in server.admit_times:
+        windows[math.floor(t / 3.0)] = windows.get(math.floor(t / 3.0), 0) + 1
+    assert max(windows.values()) <= 60
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("algorithm", ["sliding", "bucket"])
+async def test_no_shots_against_sliding_and_bucket_servers(algorithm: str) -> None:
+    server = SimServer(algorithm, 60, 3.0, latency=0.005, anchor=LATE_ANCHOR)
+    gate = make_gate_at(LATE_ANCHOR)
+    await run_workers(server, gate, 50, 600)
+    assert server.rejected == 0
+    assert gate.state.shots == 0

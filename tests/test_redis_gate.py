@@ -140,6 +140,61 @@ async def test_priority_order_within_a_batch(redis_server: RedisServer) -> None:
     assert order == ["high", "normal", "normal", "low"]
 
 
+async def test_slow_answer_holds_its_slot_one_period_after_the_answer(
+    redis_server: RedisServer,
+) -> None:
+    """The server may count a request any time before its answer: its slot stays held
+    until one period after the answer, in every process, whatever the latency."""
+    rate = RateLimit(2, PERIOD)
+    a = RedisRateLimiter(redis_server.url, business="slow", rate_limit=rate)
+    b = RedisRateLimiter(redis_server.url, business="slow", rate_limit=rate)
+    try:
+        fast, slow = await a.acquire(), await a.acquire()
+        a.complete(fast, status=200, headers={})
+        fast_answer = time.monotonic()
+        await asyncio.sleep(0.4)  # the second answer is slow
+        a.complete(slow, status=200, headers={})
+        slow_answer = time.monotonic()
+        first = await b.acquire()
+        first_at = time.monotonic()
+        second = await b.acquire()
+        second_at = time.monotonic()
+        b.complete(first, status=200, headers={})
+        b.complete(second, status=200, headers={})
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert first_at >= fast_answer + PERIOD - 0.005, first_at - fast_answer
+    # A schedule spaced from the reservations alone would have sent it at fast + PERIOD.
+    assert second_at >= slow_answer + PERIOD - 0.005, second_at - slow_answer
+    assert second_at <= slow_answer + PERIOD + 0.3
+
+
+async def test_slots_of_a_process_that_died_mid_request_come_back(
+    redis_server: RedisServer,
+) -> None:
+    """A request never answered (its process died) is held as answered at the deadline."""
+    rate = RateLimit(2, PERIOD)
+    dead = RedisRateLimiter(
+        redis_server.url, business="dead", rate_limit=rate, in_flight_timeout=0.5
+    )
+    alive = RedisRateLimiter(redis_server.url, business="dead", rate_limit=rate)
+    try:
+        t0 = time.monotonic()
+        await dead.acquire()
+        await dead.acquire()  # both sent, neither answered: the process "dies"
+        ticket = await alive.acquire()
+        waited = time.monotonic() - t0
+        alive.complete(ticket, status=200, headers={})
+    finally:
+        await alive.aclose()
+        dead._closed = True  # no report from the dead process, no goodbye
+        if dead._client is not None:
+            await dead._client.aclose()
+    # Deadline (0.5 s after the reservation) plus one period.
+    assert 0.5 + PERIOD - 0.01 <= waited <= 0.5 + PERIOD + 0.3, waited
+
+
 # ------------------------------------------------------------------ several processes
 
 WORKER = textwrap.dedent(
@@ -386,12 +441,12 @@ async def test_cancelled_waiter_returns_at_once_and_hands_its_slot_on(
             async with asyncio.timeout(0.2):
                 await gate.acquire()
         assert time.monotonic() - t0 < 0.35
-        calls = gate.redis_calls
+        calls = gate.reserve_calls
         # The cancelled waiter's slot (about PERIOD after the first sends) goes to the next.
         ticket = await gate.acquire()
         waited = time.monotonic() - t0
         gate.complete(ticket, status=200, headers={})
-        assert gate.redis_calls == calls  # no new reservation: the spare slot was used
+        assert gate.reserve_calls == calls  # no new reservation: the spare slot was used
         assert PERIOD - 0.05 <= waited <= PERIOD + 0.2, waited
         assert gate.snapshot().in_flight == 0
     finally:
@@ -428,16 +483,20 @@ async def test_keys_expire_when_idle(redis_server: RedisServer) -> None:
     try:
         for _ in range(LIMIT + 5):
             gate.complete(await gate.acquire(), status=200, headers={})
-        log_key = "callscaler:rl:{ttl}:log"
-        ttl = await inspector.pttl(log_key)
-        assert 0 < ttl <= 2 * PERIOD * 1000 + 1000
-        assert await inspector.llen(log_key) == LIMIT  # trimmed to the last LIMIT
+        fly_key, rel_key = "callscaler:rl:{ttl}:fly", "callscaler:rl:{ttl}:rel"
+        ttl_ms = (gate._cap + 2 * PERIOD) * 1000 + 1000
+        ttl = await inspector.pttl(rel_key)
+        assert 0 < ttl <= ttl_ms
+        # Answered slots are held one period, then dropped: never more than LIMIT.
+        assert await inspector.zcard(rel_key) <= LIMIT
         ticket = await gate.acquire()
         gate.complete(ticket, status=429, headers={}, retry_after=0.5)
         await asyncio.sleep(0.1)
         pause_ttl = await inspector.pttl("callscaler:rl:{ttl}:pause")
-        assert 0 < pause_ttl <= 500 + 2 * PERIOD * 1000 + 1000
-        assert await inspector.pttl(log_key) > 2 * PERIOD * 1000  # outlives the pause
+        assert 0 < pause_ttl <= 500 + ttl_ms
+        assert await inspector.pttl(rel_key) > ttl_ms - 1000  # outlives the pause
+        fly_ttl = await inspector.pttl(fly_key)
+        assert fly_ttl == -2 or fly_ttl > ttl_ms - 1000  # -2: nothing in flight, no key
     finally:
         await gate.aclose()
         await inspector.aclose()

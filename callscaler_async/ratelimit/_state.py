@@ -37,6 +37,29 @@ Clock: ``X-RateLimit-Reset`` is Unix seconds of the server's clock. The offset b
 clock and ours is bounded from every answer's ``Date`` header (written between our send and
 our receipt, truncated to the second); answers that straddle a second boundary narrow it to
 the round trip, as NTP does. A probe waits for Reset under the least favourable offset.
+
+Calibration shots
+-----------------
+Traffic paced by a window comes in bursts at one phase of the second, and the ``Date`` of
+their answers then never narrows the offset's lower bound: the probe stays late by up to a
+second each window (a fixed window's budget waits unused). So when a burst starts and the
+offset is still uncertain, one request of the budget already in hand is *held back* and sent
+at the instant that makes its answer straddle a server second boundary ``b`` under a tested
+offset ``a`` (``a`` just below zero, where synchronised clocks are, or the middle of the
+interval): if the server's clock read ``b`` already, the lower bound rises to about ``a``;
+if not, the upper bound falls to ``a``. The held request is admitted by the ordinary rules
+at the time the burst goes (budget in hand: the sliding ledger or the server's Remaining,
+which only grows with time), so sending it later never risks a 429; it only moves one
+request within the budget. The boundary is chosen so the shot lands before Reset even under
+the largest offset (a fixed window counts it in the window the burst used: free) and after
+``Reset - period`` (under a sliding log that is where the burst's own slots free, so shots
+there would only delay a slot; the first second boundary after a sliding burst is never
+after it), and the wait may not exceed what the lower bound can gain. A bounded number of
+shots, only while the offset is wider than a few round trips, only when the latest Reset is
+further off than a token bucket's could be (a bucket's Reset is when it is full again,
+``(limit - Remaining) * period / limit`` after the answer plus its rounding: no shot brings
+that forward), and none while another consumer is known to spend the budget (it could take
+the held request's place).
 """
 
 from __future__ import annotations
@@ -56,6 +79,8 @@ __all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers"]
 # A Reset further ahead than this many periods is taken as nonsense (a proxy's, or a
 # misconfigured clock) and not waited for.
 _MAX_RESET_PERIODS: Final = 3.0
+# Calibration shots per clock-offset estimate (a stepped clock starts a new estimate).
+_MAX_SHOTS: Final = 6
 
 
 @attrs.define(slots=True)
@@ -179,6 +204,17 @@ class GateState:
         self._probe_ticket: Ticket | None = None
         self._last_admit = -math.inf
         self.probing = True
+        # Calibration shots (see the module docstring): a request held back from a burst and
+        # sent when its answer straddles a server second boundary.
+        self._unix_offset = 0.0  # Unix time minus loop time (the caller's clocks)
+        self._latency = 0.0  # smoothed round trip
+        self._hold = 0  # requests held back from the budget in hand for a shot
+        self._shot_at: float | None = None  # loop time the held request may go
+        self._shot_ticket: Ticket | None = None
+        self._shots_left = _MAX_SHOTS
+        self._shots_wanted = False
+        self._reset_beyond_refill = False  # the latest Reset is later than a bucket's
+        self.shots = 0
         # Pause after a 429.
         self.paused_until = 0.0
         self.pauses = 0
@@ -206,7 +242,8 @@ class GateState:
         self._expire(now)
         if now < self.paused_until:
             return 0
-        sliding = self.limit - self._in_flight - len(self._recent) - self._foreign
+        ledger = self.limit - self._in_flight - len(self._recent) - self._foreign
+        sliding = ledger
         if now - self._obs_time > self.period / 2 and self._obs_remaining is not None:
             # What we know of the server is stale (someone else may have spent the budget
             # meanwhile): send a few scouts and let their answers speak before the rest.
@@ -214,9 +251,84 @@ class GateState:
             sliding = min(sliding, scouts - self._in_flight)
         if self._obs_remaining is not None:
             sliding = max(sliding, self._obs_remaining - self._obs_uncounted)
+        if self._hold or (self._shots_wanted and ledger >= 2 and self._shot_ticket is None):
+            sliding = self._withhold(now, sliding, ledger)
         if sliding <= 0 and self._probe_due(now):
             return 1
         return max(sliding, 0)
+
+    def _withhold(self, now: float, capacity: int, ledger: int) -> int:
+        """``capacity`` less the request held back for a calibration shot (planned here).
+
+        Only budget the sliding ledger itself grants is held (it never shrinks as time
+        passes); the header authority can weaken with the next answer.
+        """
+        if not self._hold:
+            if capacity < 2 or ledger < 2 or self._foreign or now < self._foreign_alert_until:
+                return capacity
+            at = self._plan_shot(now)
+            if at is None:
+                return capacity
+            self._hold = 1
+            self._shot_at = at
+            return capacity - 1
+        if self._shot_ticket is not None:
+            return capacity - self._hold
+        if capacity < self._hold or self._foreign:
+            # Someone else spends this budget: a held request could find it gone. Send it.
+            self._release_hold()
+            return capacity
+        at = self._shot_at
+        if at is not None and now > at + max(self._skew_hi - self._skew_lo, 0.0) / 4:
+            # Nobody was waiting when the shot was due: aim at a later boundary, or let go.
+            at = self._shot_at = self._plan_shot(now)
+        if at is None:
+            self._release_hold()
+            return capacity
+        if now >= at:
+            return capacity - self._hold + 1
+        return capacity - self._hold
+
+    def _release_hold(self) -> None:
+        self._hold = 0
+        self._shot_at = None
+
+    def _plan_shot(self, now: float) -> float | None:
+        """Loop time to send a calibration shot, or None when no boundary qualifies."""
+        reset = self.reset_unix
+        lo, hi = self._skew_lo, self._skew_hi
+        if reset is None or not self._shots_wanted:
+            return None
+        guard = max(self.reset_margin, 2 * self._latency)
+        # The offset tested: just below zero (synchronised clocks), else the middle.
+        tested = max((lo + hi) / 2, min(0.0, hi) - guard)
+        if not lo < tested < hi:
+            return None
+        unix = now + self._unix_offset
+        # The shot goes at our ``b - tested``: in the future, and b after Reset - period.
+        boundary = max(
+            math.floor(unix + tested + self.reset_margin) + 1,
+            math.floor(reset - self.period) + 1,
+        )
+        # It must land before Reset even with the largest offset and a slow way there.
+        if boundary - tested + hi + 2 * self._latency + self.reset_margin > reset:
+            return None
+        # Delaying one request costs at most the wait: not worth more than the lower bound
+        # can rise (a sliding log's burst only qualifies a boundary over a second later).
+        if boundary - tested - unix > tested - lo:
+            return None
+        return boundary - tested - self._unix_offset
+
+    def _update_shots_wanted(self) -> None:
+        width = self._skew_hi - self._skew_lo
+        target = max(2 * self.reset_margin, 4 * self._latency)
+        self._shots_wanted = (
+            self.probing
+            and self._shots_left > 0
+            and self._reset_beyond_refill
+            and self._shot_ticket is None
+            and width > target
+        )
 
     def _probe_due(self, now: float) -> bool:
         # Only the first request after a Reset may rely on it: any request admitted since
@@ -234,8 +346,10 @@ class GateState:
         if self.capacity(now) > 0:
             return now
         candidates: list[float] = []
-        occupied = self._in_flight + len(self._recent) + self._foreign
+        occupied = self._in_flight + len(self._recent) + self._foreign + self._hold
         excess = occupied - self.limit  # slots that must free before one is ours
+        if self._hold and self._shot_at is not None and self._shot_ticket is None:
+            candidates.append(self._shot_at)
         # Slots free as our answers age out and the foreign share expires, in time order.
         frees = [c.done_at + self.period for c in self._recent]
         if self._foreign:
@@ -271,6 +385,18 @@ class GateState:
         ticket = Ticket(seq=self._seq, sent_at=now)
         probe = self._probe_due(now)
         self._last_admit = now
+        if (
+            self._hold
+            and self._shot_at is not None
+            and now >= self._shot_at
+            and self._shot_ticket is None
+        ):
+            self._shot_ticket = ticket
+            self._hold -= 1
+            self._shot_at = None
+            self._shots_left -= 1
+            self.shots += 1
+            self._shots_wanted = False
         if probe:
             sliding = self.limit - self._in_flight - len(self._recent) - self._foreign + 1
             header = (
@@ -294,6 +420,9 @@ class GateState:
             self._obs_uncounted -= 1
         if self._probe_ticket is ticket:
             self._probe_ticket = None
+        if self._shot_ticket is ticket:
+            self._shot_ticket = None
+            self._update_shots_wanted()
 
     def _forget(self, ticket: Ticket) -> None:
         seqs = self._in_flight_seqs
@@ -327,16 +456,26 @@ class GateState:
             latency = now - ticket.sent_at
             if latency > self._max_latency:
                 self._max_latency = latency
+            self._latency = latency if not self._latency else 0.8 * self._latency + 0.2 * latency
+        self._unix_offset = unix_now - now
         was_probe = self._probe_ticket is ticket
         if was_probe:
             self._probe_ticket = None
+        if self._shot_ticket is ticket:
+            self._shot_ticket = None
         self._expire(now)
         if headers is not None:
             self._observe(ticket, now, unix_now, headers)
+        self._update_shots_wanted()
         if status == 429:
             if was_probe:
                 self.probing = False  # this server's Reset does not free a slot
             return self._on_rate_limited(now, retry_after)
+        if self._hold and self._shot_ticket is None and self._shot_at is None:
+            # The shot answered: aim the next one, or give the held request back.
+            self._shot_at = self._plan_shot(now)
+            if self._shot_at is None:
+                self._release_hold()
         return None
 
     def _observe(self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading) -> None:
@@ -365,6 +504,15 @@ class GateState:
                 self.reset_unix = h.reset_unix
         self.reset_at = reset_at
         self._probe_at = None if reset_at is None else reset_at + self.reset_margin
+        # A token bucket's Reset (full again) is at most (limit - Remaining) refills after the
+        # answer was written, plus its rounding up: a later one rules a bucket out, whose
+        # Reset no shot could ever bring forward.
+        self._reset_beyond_refill = (
+            reset_at is not None
+            and h.reset_unix is not None
+            and h.reset_unix
+            > unix_now + self._skew_hi + (limit - h.remaining) * self.period / limit + 1.0
+        )
 
         # Ours that this answer may not reflect: all but those answered before it was sent
         # (the server may count a later-sent request first, and answer it first too).
@@ -415,6 +563,7 @@ class GateState:
         if low > self._skew_hi or high < self._skew_lo:
             # Inconsistent with what we knew: a clock was stepped. Start over.
             self._skew_lo, self._skew_hi = low, high
+            self._shots_left = _MAX_SHOTS
         else:
             self._skew_lo = max(self._skew_lo, low)
             self._skew_hi = min(self._skew_hi, high)
@@ -423,6 +572,7 @@ class GateState:
     def _on_rate_limited(self, now: float, retry_after: float | None) -> float:
         self.rate_limited += 1
         self._foreign_alert_until = now + 3 * self.period
+        self._release_hold()
         self._obs_remaining = 0
         wait = retry_after if retry_after is not None else self.period
         until = now + wait

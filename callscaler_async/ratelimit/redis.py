@@ -1,52 +1,69 @@
 """The business rate gate shared through Redis: one budget for every process and host.
 
 ``RedisRateLimiter`` implements the ``RateGate`` protocol like ``local.BusinessRateGate``, but
-the authority on *when* a request may go is a schedule kept in Redis, shared by every process
+the authority on *when* a request may go is a ledger kept in Redis, shared by every process
 that names the same business (and key prefix).
 
 The algorithm
 -------------
-Redis holds, per business, a sorted list of the last ``limit`` *reservation times* (integer
-microseconds of Redis's own clock, ``TIME``; no float ever touches the schedule). A Lua
-script, run atomically with ``EVALSHA``, reserves ``n`` slots at once::
+The rule is the local gate's (see ``_state``): each request occupies a slot from its
+reservation until one period after its answer, so no latency has to be guessed. Redis holds,
+per business, two sorted sets of request ids, in integer microseconds of Redis's own clock
+(``TIME``; no float touches the ledger):
 
-    r = max(now, pause_until, last_reserved, entry_limit_back + period_us + margin_us)
+* ``fly``: reserved, sent or not yet reported, scored by a deadline (reservation plus
+  ``in_flight_timeout``) after which an entry is held as if answered then (a process that
+  died mid-request cannot block the budget for ever);
+* ``rel``: answered, scored by the release time, one period after the answer.
 
-appends each ``r``, trims the list to its last ``limit`` entries and returns ``r - now`` for
-each slot. The caller sleeps until its slot (on the loop clock) and sends.
+A Lua script, run atomically with ``EVALSHA``, first records the answers reported with the
+call (release = ``min(answer, now) + period``: the report left after the answer arrived, so
+Redis's ``now`` bounds it; the process's own bound from an earlier call's ``TIME`` is usually
+tighter), then reserves up to ``n`` slots: the ``i``-th at the earliest ``r >= now`` with
 
-Why it is safe: reservations are appended in non-decreasing order and each one is at least
-``period + margin`` after the reservation ``limit`` places before it. So any ``limit + 1``
-consecutive reservations span more than ``period``: no window of length ``period`` holds more
-than ``limit`` of them, whichever process made them. As ``_state`` explains, a server that
-counts at most ``limit`` in every window never answers 429, whether it runs a fixed window, a
-sliding log or a token bucket. Only Redis's clock is used for the schedule, so the hosts'
-clocks need not agree.
+    |fly| + (i - 1) + |{rel: release > r}| < limit
 
-The margin (``latency_margin``, default ``max(10 ms, period / 200)``) covers what separates a
-reservation time from the moment the server counts the request. A process maps a slot to its
-loop clock as *answer received + wait*, never earlier than Redis meant (Redis read its clock
-before we got the answer); it is late by at most the Redis round trip plus the wake-up delay.
-A waiter that wakes more than half the margin after its slot (event loop blocked) does not
-use it and reserves again; a Redis round trip longer than half the margin is logged once
-(raise ``latency_margin``). The other half covers the network jitter between the processes
-and the API server, which counts a request when it arrives.
+and adds it to ``fly``. It returns each ``r - now``; when ``limit`` entries are in flight no
+time can be promised yet, and it returns when to ask again (the oldest reservation plus a
+period: no entry is released earlier; at least one slot's spacing, ``period / limit``).
+
+Fairness: a process that got nothing registers in a third set, ``want``, until it gets a
+slot; every other caller leaves one slot per registered process unclaimed (it counts as in
+flight in the rule above), and the registered process's retry (no later than the release of
+that slot) takes it. Without this, processes that reserve again just before their own slots
+free would take every release and starve one that had to wait. A registration not renewed
+for two periods (the process left) lapses.
+
+Why it is safe, whatever the server's latency: take the requests the server counts in any
+window of length ``period`` and the last of them to be reserved. When it was reserved every
+other one was in ``fly`` or in ``rel`` with a release after its own reservation (a request is
+counted before its answer, and the window ends after the last one's reservation), so at most
+``limit - 1`` others: no window holds more than ``limit``, whichever process sent them. As
+``_state`` explains, a server that counts at most ``limit`` in every window never answers
+429, whether it runs a fixed window, a sliding log or a token bucket. Slots are mapped to the
+loop clock as *answer received + wait*, never earlier than Redis meant; a late send only uses
+the slot late (a waiter more than ``in_flight_timeout / 2`` late reserves again).
 
 Cost: one Redis round trip per *batch*, not per request. In a process, one pump task
 reserves ``k = min(waiting, limit)`` slots per call and hands them out in priority order
 (``high`` > ``normal`` > ``low``, first come first served within a priority); it reserves the
 next batch only shortly before the current one is used up, so a process never hoards the
 future and a late ``high`` request still goes before queued ``low`` ones at the next batch.
-A cancelled waiter returns at once and its slot goes to the next local waiter (or is kept
-briefly for the next arrival; unused, it is only budget lost, never a 429).
+Answers are reported with the next reservation, or at the latest three quarters of a period
+after the first unreported answer (one call for all of them): the release time is the
+answer's, not the report's, and is known before anyone could use it. A cancelled waiter
+returns at once and its slot goes to the next local waiter (or is kept briefly for the next
+arrival; unused, it is reported as never sent).
 
 A 429 reported by any process (``complete(status=429, retry_after=...)``) sets the shared
-``pause_until`` (the maximum with any pause already set) and re-spaces the schedule so the
-restart after the pause is staggered (``limit`` slots spread over one period, like the local
-gate's restart); no reservation is ever earlier than ``pause_until``. Slots another process
-reserved before the 429 was reported are still used: at most one batch per process.
+``pause_until`` (the maximum with any pause already set) and adds ``limit`` phantom entries
+to ``rel`` released one ``period / limit`` apart from then on, so the restart after the
+pause is staggered (``limit`` slots spread over one period, like the local gate's restart);
+no reservation is ever earlier than ``pause_until``. Slots another process reserved before
+the 429 was reported are still used: at most one batch per process.
 
-Keys expire when the business is idle (``PEXPIRE`` of two periods plus any pause).
+Keys expire when the business is idle (``PEXPIRE`` of ``in_flight_timeout`` plus two periods
+plus any pause).
 
 Redis unreachable: with ``fallback="error"`` (default) ``acquire`` raises
 ``RateLimiterUnavailable``; with ``fallback="local"`` a warning is logged once and the process
@@ -54,7 +71,7 @@ paces alone through a local ``BusinessRateGate`` (seeded with its own recent sen
 limiter is closed. Socket timeouts are short, so the gate never hangs on Redis.
 
 The local ``GateState`` still reads the ``X-RateLimit-*`` headers for ``snapshot()`` and lowers
-the limit used when the server announces a smaller one; the shared schedule alone decides
+the limit used when the server announces a smaller one; the shared ledger alone decides
 admission.
 """
 
@@ -65,6 +82,8 @@ import datetime as dt
 import heapq
 import itertools
 import logging
+import math
+import secrets
 import time
 import urllib.parse
 import weakref
@@ -88,52 +107,94 @@ __all__ = ["RedisRateLimiter"]
 logger = logging.getLogger("callscaler_async.ratelimit")
 
 _US: Final = 1_000_000
+# A reserved slot: (loop time it may go, its id in the Redis ledger).
+_Slot = tuple[float, str]
 # Handed to queued waiters instead of a slot when the gate switches to the local fallback.
-_USE_LOCAL: Final = float("-inf")
+_USE_LOCAL: Final[_Slot] = (float("-inf"), "")
+# Answers are reported at the latest this many periods after the first unreported one.
+_REPORT_WITHIN: Final = 0.75
+# An answer time with no bound from our side: the script takes its own clock instead.
+_UNBOUNDED_US: Final = 2**52
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
-# KEYS: schedule list, pause key. ARGV: n, limit, keep, period_us, margin_us, ttl_ms.
+# KEYS: fly, rel, pause, want. ARGV: n, limit, period_us, cap_us, ttl_ms, token, first_seq, then
+# (id, answered_us) pairs: answered_us is the answer's time on Redis's clock (an upper bound),
+# 0 for a slot never used. Returns {now, waits..., retry}: retry (microseconds from now) is 0,
+# or when to ask again if fewer than n slots could be promised.
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local keep = tonumber(ARGV[3])
-local period = tonumber(ARGV[4])
-local margin = tonumber(ARGV[5])
-local ttl = tonumber(ARGV[6])
-local pause = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local raw = redis.call('LRANGE', KEYS[1], -limit, -1)
-local log = {}
-for i = 1, #raw do log[i] = tonumber(raw[i]) end
-local waits = {}
+local period = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local token = ARGV[6]
+local seq = tonumber(ARGV[7])
+for i = 8, #ARGV - 1, 2 do
+  local id = ARGV[i]
+  local done = tonumber(ARGV[i + 1])
+  if redis.call('ZREM', KEYS[1], id) == 1 and done > 0 then
+    if done > now then done = now end
+    redis.call('ZADD', KEYS[2], done + period, id)
+  end
+end
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
+for i = 1, #dead, 2 do
+  redis.call('ZREM', KEYS[1], dead[i])
+  redis.call('ZADD', KEYS[2], tonumber(dead[i + 1]) + period, dead[i])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 2 * period)
+local others = redis.call('ZCARD', KEYS[4])
+if redis.call('ZSCORE', KEYS[4], token) then others = others - 1 end
+local pause = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+local flying = redis.call('ZCARD', KEYS[1])
+local rel = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+local held = #rel / 2
+local out = {now}
+local retry = 0
 for i = 1, n do
+  local q = limit - flying - i - others
+  if q < 0 then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    retry = tonumber(oldest[2]) - cap + period - now
+    local floor = math.floor(period / limit)
+    if retry < floor then retry = floor end
+    break
+  end
   local r = now
   if pause > r then r = pause end
-  local m = #log
-  if m > 0 and log[m] > r then r = log[m] end
-  if m >= limit then
-    local back = log[m - limit + 1] + period + margin
-    if back > r then r = back end
+  local k = held - q
+  if k >= 1 then
+    local free = tonumber(rel[2 * k])
+    if free > r then r = free end
   end
-  log[m + 1] = r
-  redis.call('RPUSH', KEYS[1], string.format('%.0f', r))
-  waits[i] = r - now
+  redis.call('ZADD', KEYS[1], r + cap, token .. ':' .. string.format('%.0f', seq + i - 1))
+  out[#out + 1] = r - now
 end
-redis.call('LTRIM', KEYS[1], -keep, -1)
+if n > 0 then
+  if #out > 1 then
+    redis.call('ZREM', KEYS[4], token)
+  else
+    redis.call('ZADD', KEYS[4], now, token)
+  end
+end
+out[#out + 1] = retry
 local extra = 0
 if pause > now then extra = math.floor((pause - now) / 1000) end
 redis.call('PEXPIRE', KEYS[1], ttl + extra)
-return waits
+redis.call('PEXPIRE', KEYS[2], ttl + extra)
+redis.call('PEXPIRE', KEYS[4], ttl + extra)
+return out
 """
 
-# KEYS: schedule list, pause key. ARGV: wait_us, limit, period_us, ttl_ms.
-# Sets pause_until = max(existing, now + wait) and merges ``limit`` phantom reservations
-# spaced period/limit apart ending just before pause_until, so the next ``limit`` real
-# reservations after the pause are staggered over one period. Phantom entries only ever make
-# later reservations later (the merged list's k-th latest entry is never earlier than the
-# real one), so the window guarantee holds. Returns pause_until - now (microseconds).
+# KEYS: fly, rel, pause, want. ARGV: wait_us, limit, period_us, ttl_ms.
+# Sets pause_until = max(existing, now + wait) and adds limit phantom entries to rel,
+# released period/limit apart from pause_until on, so the next limit reservations after the
+# pause are staggered over one period. Phantoms only ever hold slots longer (never a 429).
+# Returns pause_until - now (microseconds).
 _PAUSE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -141,26 +202,18 @@ local wait = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
-local old = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local old = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 local untilt = now + wait
 if old > untilt then untilt = old end
 local ms = math.floor((untilt - now) / 1000) + ttl
-redis.call('SET', KEYS[2], string.format('%.0f', untilt), 'PX', ms)
-local raw = redis.call('LRANGE', KEYS[1], -limit, -1)
-local merged = {}
-for i = 1, #raw do merged[#merged + 1] = tonumber(raw[i]) end
+redis.call('SET', KEYS[3], string.format('%.0f', untilt), 'PX', ms)
 local step = math.floor(period / limit)
-for i = 1, limit do
-  merged[#merged + 1] = untilt - period + (i - 1) * step
-end
-table.sort(merged)
-redis.call('DEL', KEYS[1])
-local first = #merged - limit + 1
-if first < 1 then first = 1 end
-for i = first, #merged do
-  redis.call('RPUSH', KEYS[1], string.format('%.0f', merged[i]))
+for j = 0, limit - 1 do
+  redis.call('ZADD', KEYS[2], untilt + j * step,
+    'pause:' .. string.format('%.0f', untilt) .. ':' .. j)
 end
 redis.call('PEXPIRE', KEYS[1], ms)
+redis.call('PEXPIRE', KEYS[2], ms)
 return untilt - now
 """
 
@@ -197,22 +250,27 @@ class _Unavailable(Exception):
 
 
 class _Waiter:
-    """One task queued at the gate; ``slot`` is the loop time it was handed (or None)."""
+    """One task queued at the gate; its future gets the slot it was handed."""
 
     __slots__ = ("fut", "rank")
 
-    def __init__(self, fut: asyncio.Future[float], rank: int) -> None:
+    def __init__(self, fut: asyncio.Future[_Slot], rank: int) -> None:
         self.fut = fut
         self.rank = rank
 
 
 class RedisRateLimiter:
-    """Paces every process of one business through a schedule kept in Redis.
+    """Paces every process of one business through a ledger kept in Redis.
 
     ``business`` names the budget (every process that shares it must use the same name,
     ``rate_limit`` and ``key_prefix``). Pass ``client`` to reuse a ``redis.asyncio.Redis``
     (not closed by ``aclose``); otherwise one is created from ``redis_url`` with short socket
-    timeouts.
+    timeouts. ``latency_margin`` (default ``max(10 ms, period / 200)``) is how long before the
+    current batch runs out the next one is reserved, and how long an unclaimed slot is kept
+    for the next waiter; safety does not depend on it. ``in_flight_timeout`` (default 60 s):
+    a request reserved that long ago and still unanswered is held as if answered then (only
+    a process that died mid-request leaves one; the server must count a request within this
+    time of its reservation).
 
     >>> async def main() -> None:
     ...     gate = RedisRateLimiter("redis://localhost:6379/0", business="acme")
@@ -230,6 +288,7 @@ class RedisRateLimiter:
         key_prefix: str = "callscaler:rl:",
         fallback: Literal["error", "local"] = "error",
         latency_margin: float | None = None,
+        in_flight_timeout: float = 60.0,
         client: aioredis.Redis | None = None,
     ) -> None:
         if fallback not in ("error", "local"):
@@ -240,6 +299,8 @@ class RedisRateLimiter:
         margin = latency_margin if latency_margin is not None else max(0.01, period / 200)
         if not margin >= 0:
             raise ValueError(f"latency_margin must be >= 0 seconds, got {latency_margin!r}")
+        if not (math.isfinite(in_flight_timeout) and in_flight_timeout > 0):
+            raise ValueError(f"in_flight_timeout must be > 0 seconds, got {in_flight_timeout!r}")
         self._aioredis = _import_redis()
         self._url = redis_url
         self._safe_url = redact_url(redis_url)
@@ -247,11 +308,14 @@ class RedisRateLimiter:
         self._rate_limit = rate_limit
         self._fallback = fallback
         self._margin = float(margin)
-        self._margin_us = round(margin * _US)
         self._period_us = round(period * _US)
-        self._ttl_ms = int(2 * period * 1000) + 1000
-        self._log_key = f"{key_prefix}{{{business}}}:log"
+        self._cap = float(in_flight_timeout)
+        self._cap_us = round(in_flight_timeout * _US)
+        self._ttl_ms = int((in_flight_timeout + 2 * period) * 1000) + 1000
+        self._fly_key = f"{key_prefix}{{{business}}}:fly"
+        self._rel_key = f"{key_prefix}{{{business}}}:rel"
         self._pause_key = f"{key_prefix}{{{business}}}:pause"
+        self._want_key = f"{key_prefix}{{{business}}}:want"
         self._own_client = client is None
         self._client: aioredis.Redis | None = client
         self._reserve_script: AsyncScript | None = None
@@ -263,8 +327,9 @@ class RedisRateLimiter:
         self._heap: list[tuple[int, int, _Waiter]] = []
         self._order = itertools.count()
         self._waiting = 0
-        self._spare: list[float] = []  # reserved slots (loop time) no waiter took yet
+        self._spare: list[_Slot] = []  # reserved slots no waiter took yet
         self._horizon = 0.0  # loop time of the latest slot handed out
+        self._retry_at = 0.0  # loop time before which a full ledger promises nothing
         self._pump_task: asyncio.Task[None] | None = None
         self._pause_tasks: set[asyncio.Task[None]] = set()
         self._paused_until = 0.0  # loop time, from our own 429s
@@ -272,11 +337,21 @@ class RedisRateLimiter:
         # Tickets issued by the local fallback gate (by id; dropped when the ticket dies).
         self._local_tickets: set[int] = set()
         self._sent: deque[float] = deque()  # our recent admissions (loop time)
-        self._rtt_warned = False
-        self._last_rtt_slow = False
+        # Ledger ids: ours are "<token>:<n>"; tickets map to theirs by ticket.seq.
+        self._token = secrets.token_hex(6)
+        self._next_id = 0
+        self._ids: dict[int, str] = {}
+        # Answers not yet reported: (id, answer on Redis's clock in µs; 0: never sent).
+        self._answers: list[tuple[str, int]] = []
+        self._report_handle: asyncio.TimerHandle | None = None
+        self._report_tasks: set[asyncio.Task[None]] = set()
+        # Redis's clock minus the loop's, upper bounds from recent calls: (loop time, bound).
+        self._offsets: deque[tuple[float, float]] = deque()
         self._closed = False
-        # Counters: Redis calls made, requests admitted, reserved slots left unused.
+        # Counters: Redis calls made (reservations and answer reports), reservations among
+        # them, requests admitted, reserved slots left unused.
         self.redis_calls = 0
+        self.reserve_calls = 0
         self.slots_lost = 0
         self.requests_admitted = 0
 
@@ -349,7 +424,7 @@ class RedisRateLimiter:
     def _limit(self) -> int:
         return max(1, min(self._rate_limit.requests, self._state.limit))
 
-    async def _call(self, which: Literal["reserve", "pause"], args: list[int]) -> Any:
+    async def _call(self, which: Literal["reserve", "pause"], args: list[int | str]) -> Any:
         from redis.exceptions import ConnectionError as RedisConnectionError
         from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -357,16 +432,65 @@ class RedisRateLimiter:
         script = reserve if which == "reserve" else pause
         self.redis_calls += 1
         try:
-            return await script(keys=[self._log_key, self._pause_key], args=args)
+            keys = [self._fly_key, self._rel_key, self._pause_key, self._want_key]
+            return await script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise _Unavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _reserve(self, n: int) -> tuple[float, list[float], float]:
+        """Report pending answers and reserve up to ``n`` slots.
+
+        Returns (loop time of the answer, waits in seconds, seconds until a full ledger can
+        promise more or 0). The slots' ids are the next ``len(waits)`` of ours.
+        """
+        assert self._loop is not None
+        answers, self._answers = self._answers, []
+        self._cancel_report_timer()
+        flat: list[int | str] = []
+        for ident, answered_us in answers:
+            flat += [ident, answered_us]
+        limit = self._limit()
+        sent_at = self._loop.time()
+        try:
+            out = await self._call(
+                "reserve",
+                [
+                    n,
+                    limit,
+                    self._period_us,
+                    self._cap_us,
+                    self._ttl_ms,
+                    self._token,
+                    self._next_id,
+                    *flat,
+                ],
+            )
+        except _Unavailable:
+            # Not reported: kept for the next call (a retried report is harmless).
+            self._answers = answers + self._answers
+            raise
+        now = self._loop.time()
+        redis_now = int(out[0]) / _US
+        # Redis read its clock after we sent: its clock minus ours is at most this.
+        offsets = self._offsets
+        offsets.append((now, redis_now - sent_at))
+        while len(offsets) > 1 and offsets[0][0] < now - 1.0:
+            offsets.popleft()
+        waits = [int(w) / _US for w in out[1:-1]]
+        self._next_id += len(waits)
+        return now, waits, int(out[-1]) / _US
+
+    def _redis_time_us(self, loop_time: float) -> int:
+        """An upper bound of Redis's clock at ``loop_time`` (microseconds)."""
+        bound = min(b for _, b in self._offsets)
+        return math.ceil((loop_time + bound) * _US)
 
     # ---------------------------------------------------------------- admission
 
     async def acquire(
         self, *, priority: Priority = "normal", max_wait: float | None = None
     ) -> Ticket:
-        """Wait for a slot in the shared schedule; cancelling the caller returns at once."""
+        """Wait for a slot in the shared ledger; cancelling the caller returns at once."""
         loop = self._bind()
         rank = priority_rank(priority)
         if max_wait is not None and max_wait < 0:
@@ -378,25 +502,29 @@ class RedisRateLimiter:
             slot = await self._wait_for_slot(loop, rank, deadline, max_wait)
             if slot is None:
                 continue  # switched to the local fallback while waiting
+            at, ident = slot
             try:
-                delay = slot - loop.time()
+                delay = at - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
             except BaseException:
                 self._release(slot)
                 raise
             now = loop.time()
-            if now > slot + self._margin / 2 or slot < self._paused_until:
-                # Woke too late to use the slot safely (blocked loop), or a 429 paused the
-                # business meanwhile: reserve again.
+            if now > at + self._cap / 2 or at < self._paused_until:
+                # Woke far too late (the ledger may already hold the slot as answered), or a
+                # 429 paused the business meanwhile: give the slot back and reserve again.
                 logger.debug(
                     "rate gate %s: slot %.3fs late or paused; reserving again",
                     self._business,
-                    now - slot,
+                    now - at,
                 )
                 self.slots_lost += 1
+                self._report(ident, 0)
                 continue
-            return self._admit(now)
+            ticket = self._admit(now)
+            self._ids[ticket.seq] = ident
+            return ticket
 
     def _admit(self, now: float) -> Ticket:
         self.requests_admitted += 1
@@ -413,9 +541,9 @@ class RedisRateLimiter:
         rank: int,
         deadline: float | None,
         max_wait: float | None,
-    ) -> float | None:
-        """Queue until the pump hands us a slot (loop time); None: use the fallback."""
-        fut: asyncio.Future[float] = loop.create_future()
+    ) -> _Slot | None:
+        """Queue until the pump hands us a slot; None: use the fallback."""
+        fut: asyncio.Future[_Slot] = loop.create_future()
         waiter = _Waiter(fut, rank)
         heapq.heappush(self._heap, (rank, next(self._order), waiter))
         self._waiting += 1
@@ -440,15 +568,15 @@ class RedisRateLimiter:
             self._waiting -= 1
         if slot == _USE_LOCAL:
             return None
-        if deadline is not None and slot > deadline:
+        if deadline is not None and slot[0] > deadline:
             self._release(slot)
             now = loop.time()
-            raise self._too_long(slot, now, max_wait)
+            raise self._too_long(slot[0], now, max_wait)
         return slot
 
     def _estimate(self, now: float, rank: int) -> float:
         ahead = sum(1 for r, _, w in self._heap if r <= rank and not w.fut.done())
-        base = max(self._horizon, self._paused_until, now)
+        base = max(self._horizon, self._paused_until, self._retry_at, now)
         return base + (ahead // self._limit()) * self._rate_limit.period
 
     def _too_long(self, estimate: float, now: float, max_wait: float | None) -> RateLimitError:
@@ -473,11 +601,11 @@ class RedisRateLimiter:
     def _live_waiters(self) -> int:
         return sum(1 for _, _, w in self._heap if not w.fut.done())
 
-    def _release(self, slot: float) -> None:
+    def _release(self, slot: _Slot) -> None:
         """A reserved slot nobody will use: hand it to the next waiter, else keep it."""
         loop = self._loop
-        if loop is None or slot + self._margin / 2 < loop.time():
-            self.slots_lost += 1
+        if loop is None or slot[0] + self._margin < loop.time():
+            self._lose(slot)
             return
         waiter = self._pop_waiter()
         if waiter is not None:
@@ -485,24 +613,27 @@ class RedisRateLimiter:
         else:
             heapq.heappush(self._spare, slot)
 
+    def _lose(self, slot: _Slot) -> None:
+        self.slots_lost += 1
+        self._report(slot[1], 0)
+
     def _use_spares(self) -> None:
         loop = self._loop
         assert loop is not None
         spare = self._spare
-        limit = loop.time() - self._margin / 2
+        stale = loop.time() - self._margin
         while spare and self._heap:
             slot = heapq.heappop(spare)
-            if slot < limit or slot < self._paused_until:
-                self.slots_lost += 1
+            if slot[0] < stale or slot[0] < self._paused_until:
+                self._lose(slot)
                 continue
             waiter = self._pop_waiter()
             if waiter is None:
                 heapq.heappush(spare, slot)
                 break
             waiter.fut.set_result(slot)
-        while spare and spare[0] < limit:
-            heapq.heappop(spare)
-            self.slots_lost += 1
+        while spare and spare[0][0] < stale:
+            self._lose(heapq.heappop(spare))
 
     def _kick(self) -> None:
         self._use_spares()
@@ -516,13 +647,16 @@ class RedisRateLimiter:
         assert loop is not None
         try:
             while not self._closed:
+                # Let the tasks just handed slots run first: their answers ride along.
+                await asyncio.sleep(0)
                 self._use_spares()
                 waiting = self._live_waiters()
                 if not waiting or self._local_gate is not None:
                     return
-                # Reserve the next batch only shortly before the current one is used up.
+                # Reserve the next batch only shortly before the current one is used up,
+                # and not before a full ledger can promise anything.
                 lead = max(self._margin, 0.05 * self._rate_limit.period / self._limit())
-                ahead = self._horizon - lead - loop.time()
+                ahead = max(self._horizon - lead, self._retry_at) - loop.time()
                 if ahead > 0:
                     await asyncio.sleep(ahead)
                     continue
@@ -532,27 +666,16 @@ class RedisRateLimiter:
                 waiting = self._live_waiters()
                 if not waiting:
                     return
-                limit = self._limit()
-                k = min(waiting, limit)
-                sent_at = loop.time()
+                k = min(waiting, self._limit())
+                first = self._next_id
                 try:
-                    waits = await self._call(
-                        "reserve",
-                        [
-                            k,
-                            limit,
-                            max(limit, self._rate_limit.requests),
-                            self._period_us,
-                            self._margin_us,
-                            self._ttl_ms,
-                        ],
-                    )
+                    self.reserve_calls += 1
+                    now, waits, retry = await self._reserve(k)
                 except _Unavailable as exc:
                     self._on_unavailable(str(exc))
                     return
-                now = loop.time()
-                self._check_rtt(now - sent_at)
-                slots = sorted(now + int(w) / _US for w in waits)
+                self._retry_at = now + retry if retry else 0.0
+                slots = sorted((now + w, f"{self._token}:{first + i}") for i, w in enumerate(waits))
                 for slot in slots:
                     waiter = self._pop_waiter()
                     if waiter is None:
@@ -560,7 +683,7 @@ class RedisRateLimiter:
                     else:
                         waiter.fut.set_result(slot)
                 if slots:
-                    self._horizon = max(self._horizon, slots[-1])
+                    self._horizon = max(self._horizon, slots[-1][0])
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave waiters hanging on a bug or a Redis error
@@ -576,22 +699,6 @@ class RedisRateLimiter:
             if not self._closed and self._live_waiters() and self._local_gate is None:
                 # Waiters arrived while we were finishing up.
                 self._pump_task = loop.create_task(self._pump())
-
-    def _check_rtt(self, rtt: float) -> None:
-        # A slot is mapped to our clock when the answer arrives, so it is late by at most
-        # the answer's way back. Warn when round trips are slow twice in a row (the first
-        # call of a connection also connects and loads the scripts).
-        slow = rtt > self._margin / 2
-        if slow and self._last_rtt_slow and not self._rtt_warned:
-            self._rtt_warned = True
-            logger.warning(
-                "rate gate %s: Redis round trips take %.1f ms, more than half the latency "
-                "margin (%.1f ms); raise latency_margin to keep the shared schedule exact",
-                self._business,
-                rtt * 1000,
-                self._margin * 1000,
-            )
-        self._last_rtt_slow = slow
 
     def _fail_waiters(self, exc: BaseException) -> None:
         while (waiter := self._pop_waiter()) is not None:
@@ -657,6 +764,44 @@ class RedisRateLimiter:
         self.requests_admitted += 1
         return ticket
 
+    # ------------------------------------------------------------- answer reports
+
+    def _report(self, ident: str, answered_us: int) -> None:
+        """Queue an answer (or a slot never used: 0) for the ledger."""
+        self._answers.append((ident, answered_us))
+        loop = self._loop
+        if self._report_handle is None and loop is not None and not self._closed:
+            self._report_handle = loop.call_later(
+                _REPORT_WITHIN * self._rate_limit.period, self._report_due
+            )
+
+    def _cancel_report_timer(self) -> None:
+        if self._report_handle is not None:
+            self._report_handle.cancel()
+            self._report_handle = None
+
+    def _report_due(self) -> None:
+        self._report_handle = None
+        if self._answers and self._loop is not None and self._local_gate is None:
+            task = self._loop.create_task(self._send_reports())
+            self._report_tasks.add(task)
+            task.add_done_callback(self._report_tasks.discard)
+
+    async def _send_reports(self) -> None:
+        if not self._answers:
+            return
+        try:
+            await self._reserve(0)
+        except _Unavailable as exc:
+            logger.warning(
+                "rate gate %s: could not report answers to Redis at %s (%s); their slots "
+                "stay held until in_flight_timeout",
+                self._business,
+                self._safe_url,
+                exc,
+            )
+            self._answers.clear()
+
     # ----------------------------------------------------------------- feedback
 
     def complete(
@@ -676,6 +821,9 @@ class RedisRateLimiter:
             )
             return
         now = loop.time()
+        ident = self._ids.pop(ticket.seq, None)
+        if ident is not None:
+            self._report(ident, self._redis_time_us(now) if self._offsets else _UNBOUNDED_US)
         reading = parse_rate_headers(headers) if headers else None
         paused = self._state.complete(
             ticket,
@@ -716,12 +864,18 @@ class RedisRateLimiter:
             return
         assert self._loop is not None
         self._paused_until = max(self._paused_until, self._loop.time() + int(left) / _US)
+        # The answers so far (the 429's among them) go now: held as in flight, they would
+        # shift the staggered restart by a slot each.
+        await self._send_reports()
 
     def abandon(self, ticket: Ticket) -> None:
-        """The admitted request was never sent (its reserved slot is simply unused)."""
+        """The admitted request was never sent: its slot is released at once."""
         if id(ticket) in self._local_tickets and self._local_gate is not None:
             self._local_gate.abandon(ticket)
             return
+        ident = self._ids.pop(ticket.seq, None)
+        if ident is not None:
+            self._report(ident, 0)
         self._state.abandon(ticket)
 
     # ----------------------------------------------------------------- reading
@@ -764,10 +918,11 @@ class RedisRateLimiter:
     # ------------------------------------------------------------------ closing
 
     async def aclose(self) -> None:
-        """Stop the pump and close the Redis client if this limiter created it."""
+        """Stop the pump, report pending answers, close the Redis client if ours."""
         if self._closed:
             return
         self._closed = True
+        self._cancel_report_timer()
         task = self._pump_task
         if task is not None:
             task.cancel()
@@ -776,11 +931,17 @@ class RedisRateLimiter:
             except asyncio.CancelledError:
                 pass
         self._fail_waiters(RuntimeError(f"rate gate {self._business!r} was closed"))
-        for pending in list(self._pause_tasks):
+        for pending in list(self._pause_tasks) + list(self._report_tasks):
             try:
                 await pending
             except Exception:  # pragma: no cover - logged inside
                 pass
+        # Slots reserved and never used, answers not yet reported: tell the ledger.
+        for slot in self._spare:
+            self._answers.append((slot[1], 0))
+        self._spare.clear()
+        if self._answers and self._local_gate is None:
+            await self._send_reports()
         client = self._client
         if client is not None and self._own_client:
             self._client = None
