@@ -87,6 +87,7 @@ USER_AGENT: Final = f"callscaler-async/{__version__}"
 _IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 _MAX_REDIRECTS: Final = 5
+_JSON_CONTENT: Final = {"Content-Type": "application/json"}
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_CAP: Final = 8.0
 
@@ -793,10 +794,8 @@ class Transport:
         timeout: float,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         data = orjson.dumps(json) if json is not None else None
-        if data is None:
-            headers = self._api_headers  # the first hop always goes to the API's origin
-        else:
-            headers = {**self._api_headers, "Content-Type": "application/json"}
+        # The first hop always goes to the API's origin: its prebuilt headers as they are.
+        headers = self._api_headers if data is None else self._headers(url, _JSON_CONTENT)
         # The timeout starts here, after the gate: waiting for budget is not a slow server.
         # It bounds the whole exchange, redirects included: each hop gets what is left.
         loop = self._loop
@@ -818,9 +817,7 @@ class Transport:
                     params = None
                     if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                         method, data = "GET", None
-                    headers = self._headers(
-                        url, {"Content-Type": "application/json"} if data is not None else None
-                    )
+                    headers = self._headers(url, _JSON_CONTENT if data is not None else None)
                     left = deadline - loop.time()
                     if left <= 0:
                         raise TimeoutError

@@ -139,9 +139,10 @@ class BusinessRateGate:
         rank = priority_rank(priority)
         if max_wait is not None and max_wait < 0:
             raise ValueError(f"max_wait must be >= 0 seconds, got {max_wait!r}")
+        admitted = self.try_acquire()
+        if admitted is not None:
+            return admitted
         now = loop.time()
-        if not self._heap and self._state.capacity(now) > 0 and now >= self._stagger_until:
-            return self._admit(now)
         if max_wait is not None:
             estimate = self._estimate_ready(now, rank)
             if estimate is not None and estimate - now > max_wait:
