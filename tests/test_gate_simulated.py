@@ -14,6 +14,7 @@ import random
 from fractions import Fraction
 
 import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from callscaler_async.ratelimit import BusinessRateGate, RateLimit
 from callscaler_async.ratelimit._state import GateState, HeaderReading, parse_rate_headers
@@ -287,6 +288,39 @@ def test_headers_are_parsed_leniently() -> None:
     )
     assert reading.limit == 60 and reading.remaining == 0 and reading.reset_unix is None
     assert parse_rate_headers({}).limit is None
+
+
+def test_headers_are_found_in_any_case_in_aiohttp_headers() -> None:
+    headers = CIMultiDictProxy(
+        CIMultiDict(
+            {"x-ratelimit-limit": "60", "X-RATELIMIT-REMAINING": "7", "x-RateLimit-Reset": "100"}
+        )
+    )
+    reading = parse_rate_headers(headers)
+    assert (reading.limit, reading.remaining, reading.reset_unix) == (60, 7, 100.0)
+
+
+def test_header_authority_counts_only_answers_that_arrived_after_the_send() -> None:
+    """Remaining speaks for the requests the server had counted when it answered: ours
+    answered before the send are in it; those in flight and answered meanwhile may not be."""
+    state = GateState(10, 60.0)
+    # No Reset header: no probe and no calibration shot to take budget aside.
+    answer = HeaderReading(limit=10, remaining=6, reset_unix=None, date_unix=U + 2.0)
+    early = state.admit(0.0)
+    state.complete(early, 0.1, unix_now=U + 0.1)  # answered before the next ones were sent
+    slow, fast = state.admit(1.0), state.admit(1.0)
+    state.complete(fast, 1.2, unix_now=U + 1.2)  # answered while `slow` was on its way
+    last = state.admit(1.5)
+    # `slow` answers with Remaining 6: what the server would admit besides `last` (in
+    # flight) and `fast` (answered after `slow` was sent: the server may not have counted it).
+    state.complete(slow, 2.0, unix_now=U + 2.0, headers=answer)
+    assert state._obs_uncounted == 2
+    # Ledger: 10 - 1 in flight - 3 answered = 6; header: 6 - 2 = 4. The ledger rules.
+    assert state.capacity(2.0) == 6
+    state.complete(last, 2.5, unix_now=U + 2.5, headers=answer)
+    # Of ours, only `slow` answered while `last` was on its way; nothing is in flight.
+    assert state._obs_uncounted == 1
+    assert state.capacity(2.5) == 6  # 10 - 4 answered; the header says 6 - 1
 
 
 def test_exact_rates() -> None:

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 import callscaler_async as cs
@@ -256,6 +257,58 @@ async def test_server_silent_mid_walk_is_a_timeout_not_a_hang() -> None:
         with pytest.raises(cs.APITimeoutError):
             await walk
         assert len(seen) == len(set(seen)) < 250
+
+
+# ------------------------------------------------------------------ more tasks than connections
+
+
+@pytest.mark.looptime
+async def test_requests_beyond_the_connection_limit_queue_for_a_connection() -> None:
+    """250 concurrent requests, 100 connections (the default), 1 s per answer: three waves."""
+    async with harness() as (fake, client):
+        call_id = (await client.calls.list(per_page=1)).items[0].id
+        fake.reset_stats()
+        fake.latency = 1.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        calls = await asyncio.gather(*(client.calls.get(call_id) for _ in range(250)))
+        assert loop.time() - start == pytest.approx(3.0, abs=0.1)
+        assert {c.id for c in calls} == {call_id}
+        assert fake.stats.requests == 250
+
+
+@pytest.mark.looptime
+async def test_waiting_for_a_connection_counts_against_the_timeout() -> None:
+    """A request that waited 3 s for a connection has 2 s of its 5 s left: not enough."""
+    async with harness(timeout=5.0, max_retries=0) as (fake, client):
+        call_id = (await client.calls.list(per_page=1)).items[0].id
+        fake.latency = 3.0
+        results = await asyncio.gather(
+            *(client.calls.get(call_id) for _ in range(150)), return_exceptions=True
+        )
+        assert sum(isinstance(r, cs.Call) for r in results) == 100
+        assert sum(isinstance(r, cs.APITimeoutError) for r in results) == 50
+
+
+@pytest.mark.looptime
+async def test_the_connection_limit_of_a_callers_session_is_respected() -> None:
+    async with (
+        FakeCallScaler(calls=10, seed=7, rate_limit=10_000) as fake,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=10)) as session,
+        cs.CallScaler(
+            fake.api_key,
+            base_url=fake.base_url,
+            rate_limit=huge(),
+            business=f"reliability-{next(_names)}",
+            session=session,
+        ) as client,
+    ):
+        call_id = (await client.calls.list(per_page=1)).items[0].id
+        fake.latency = 1.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.gather(*(client.calls.get(call_id) for _ in range(25)))
+        assert loop.time() - start == pytest.approx(3.0, abs=0.1)
 
 
 # ------------------------------------------------------------------ 429 storms

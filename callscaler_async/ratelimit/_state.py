@@ -66,13 +66,13 @@ from __future__ import annotations
 
 import bisect
 import email.utils
-import itertools
 import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Final
 
 import attrs
+from multidict import istr
 
 __all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers"]
 
@@ -85,11 +85,16 @@ _MAX_SHOTS: Final = 6
 
 @attrs.define(slots=True)
 class Ticket:
-    """One admitted request, from its admission until its answer (or failure) is recorded."""
+    """One admitted request, from its admission until its answer (or failure) is recorded.
+
+    ``answers_before``: how many answers the state had recorded when it was admitted (the
+    answers recorded since then arrived while it was on its way).
+    """
 
     seq: int
     sent_at: float
     done: bool = False
+    answers_before: int = 0
 
 
 @attrs.frozen
@@ -136,24 +141,27 @@ def _parse_date(raw: str) -> float | None:
     return value
 
 
+# multidict's case-insensitive keys: a lookup in aiohttp's headers with an ``istr`` skips
+# folding the key's case each time (half the cost); in a plain dict it is the string itself.
+_LIMIT: Final = istr("X-RateLimit-Limit")
+_REMAINING: Final = istr("X-RateLimit-Remaining")
+_RESET: Final = istr("X-RateLimit-Reset")
+_DATE: Final = istr("Date")
+
+
 def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
     """Read the rate-limit headers; invalid values count as absent, never as an error."""
-    limit = _parse_int(headers.get("X-RateLimit-Limit"))
-    remaining = _parse_int(headers.get("X-RateLimit-Remaining"))
-    reset = _parse_int(headers.get("X-RateLimit-Reset"))
-    raw_date = headers.get("Date")
+    get = headers.get
+    limit = _parse_int(get(_LIMIT))
+    remaining = _parse_int(get(_REMAINING))
+    reset = _parse_int(get(_RESET))
+    raw_date = get(_DATE)
     return HeaderReading(
-        limit=limit if limit is not None and limit > 0 else None,
-        remaining=max(remaining, 0) if remaining is not None else None,
-        reset_unix=float(reset) if reset is not None and reset > 0 else None,
-        date_unix=_parse_date(raw_date) if raw_date else None,
+        limit if limit is not None and limit > 0 else None,
+        (remaining if remaining >= 0 else 0) if remaining is not None else None,
+        float(reset) if reset is not None and reset > 0 else None,
+        _parse_date(raw_date) if raw_date else None,
     )
-
-
-@attrs.define(slots=True)
-class _Completion:
-    sent_at: float
-    done_at: float
 
 
 class GateState:
@@ -176,9 +184,10 @@ class GateState:
         self._seq = 0
         self._in_flight = 0
         self._in_flight_seqs: list[int] = []  # ascending: admitted in seq order
-        # Our answered requests that still occupy a slot, ordered by done_at (answers are
-        # recorded at the current time, so appends keep the order).
-        self._recent: deque[_Completion] = deque()
+        # When each of our answered requests that still occupy a slot was answered (loop
+        # time; answers are recorded at the current time, so appends keep the order).
+        self._recent: deque[float] = deque()
+        self._answers = 0  # answers recorded so far
         self._max_latency = 0.0
         # Budget spent by other consumers, held until it must have expired.
         self._foreign = 0
@@ -227,7 +236,7 @@ class GateState:
         period = self.period
         # Same expression as in next_time (done_at + period), so float rounding can never
         # leave a slot "due" but not expired.
-        while recent and recent[0].done_at + period <= now:
+        while recent and recent[0] + period <= now:
             recent.popleft()
         held = self._foreign_held
         while held and held[0][0] <= now:
@@ -239,23 +248,30 @@ class GateState:
 
     def capacity(self, now: float) -> int:
         """How many requests may go at ``now`` (0 while paused)."""
-        self._expire(now)
+        # (Called for every request: written with plain comparisons, not min/max calls.)
+        recent = self._recent
+        if (recent and recent[0] + self.period <= now) or self._foreign_held:
+            self._expire(now)
         if now < self.paused_until:
             return 0
-        ledger = self.limit - self._in_flight - len(self._recent) - self._foreign
+        ledger = self.limit - self._in_flight - len(recent) - self._foreign
         sliding = ledger
-        if now - self._obs_time > self.period / 2 and self._obs_remaining is not None:
-            # What we know of the server is stale (someone else may have spent the budget
-            # meanwhile): send a few scouts and let their answers speak before the rest.
-            scouts = max(1, self.limit // 10)
-            sliding = min(sliding, scouts - self._in_flight)
-        if self._obs_remaining is not None:
-            sliding = max(sliding, self._obs_remaining - self._obs_uncounted)
+        observed = self._obs_remaining
+        if observed is not None:
+            if now - self._obs_time > self.period / 2:
+                # What we know of the server is stale (someone else may have spent the
+                # budget meanwhile): send a few scouts and let their answers speak first.
+                scouts = max(1, self.limit // 10) - self._in_flight
+                if scouts < sliding:
+                    sliding = scouts
+            header = observed - self._obs_uncounted
+            if header > sliding:
+                sliding = header
         if self._hold or (self._shots_wanted and ledger >= 2 and self._shot_ticket is None):
             sliding = self._withhold(now, sliding, ledger)
-        if sliding <= 0 and self._probe_due(now):
-            return 1
-        return max(sliding, 0)
+        if sliding > 0:
+            return sliding
+        return 1 if self._probe_due(now) else 0
 
     def _withhold(self, now: float, capacity: int, ledger: int) -> int:
         """``capacity`` less the request held back for a calibration shot (planned here).
@@ -320,14 +336,12 @@ class GateState:
         return boundary - tested - self._unix_offset
 
     def _update_shots_wanted(self) -> None:
-        width = self._skew_hi - self._skew_lo
-        target = max(2 * self.reset_margin, 4 * self._latency)
         self._shots_wanted = (
-            self.probing
+            self._reset_beyond_refill  # first: false on most answers of most servers
+            and self.probing
             and self._shots_left > 0
-            and self._reset_beyond_refill
             and self._shot_ticket is None
-            and width > target
+            and self._skew_hi - self._skew_lo > max(2 * self.reset_margin, 4 * self._latency)
         )
 
     def _probe_due(self, now: float) -> bool:
@@ -351,7 +365,8 @@ class GateState:
         if self._hold and self._shot_at is not None and self._shot_ticket is None:
             candidates.append(self._shot_at)
         # Slots free as our answers age out and the foreign share expires, in time order.
-        frees = [c.done_at + self.period for c in self._recent]
+        period = self.period
+        frees = [done_at + period for done_at in self._recent]
         if self._foreign:
             frees.extend([self._foreign_until] * min(self._foreign, excess + 1))
             frees.sort()
@@ -377,13 +392,15 @@ class GateState:
 
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
-        self._expire(now)
-        self._seq += 1
+        recent = self._recent
+        if (recent and recent[0] + self.period <= now) or self._foreign_held:
+            self._expire(now)
+        self._seq = seq = self._seq + 1
         self._in_flight += 1
-        self._in_flight_seqs.append(self._seq)
+        self._in_flight_seqs.append(seq)
         self._obs_uncounted += 1
-        ticket = Ticket(seq=self._seq, sent_at=now)
-        probe = self._probe_due(now)
+        ticket = Ticket(seq, now, False, self._answers)
+        probe = self._probe_at is not None and self._probe_due(now)
         self._last_admit = now
         if (
             self._hold
@@ -448,11 +465,16 @@ class GateState:
         sending: the server may still have counted it). Returns the loop time until which
         the business is paused when this answer was a 429, else None.
         """
-        if not ticket.done:
+        recent = self._recent
+        # Our answers recorded while this request was on its way (counted before its own).
+        later = self._answers - ticket.answers_before
+        answered = not ticket.done  # this call records the answer
+        if answered:
             ticket.done = True
             self._in_flight -= 1
             self._forget(ticket)
-            self._recent.append(_Completion(ticket.sent_at, now))
+            recent.append(now)
+            self._answers += 1
             latency = now - ticket.sent_at
             if latency > self._max_latency:
                 self._max_latency = latency
@@ -463,9 +485,13 @@ class GateState:
             self._probe_ticket = None
         if self._shot_ticket is ticket:
             self._shot_ticket = None
-        self._expire(now)
+        if (recent and recent[0] + self.period <= now) or self._foreign_held:
+            self._expire(now)
         if headers is not None:
-            self._observe(ticket, now, unix_now, headers)
+            # Answers expire oldest first: the later answers that still hold a slot are the
+            # newest entries of ``recent`` (after this answer's own, the newest of all).
+            others = len(recent) - answered
+            self._observe(ticket, now, unix_now, headers, later if later < others else others)
         self._update_shots_wanted()
         if status == 429:
             if was_probe:
@@ -478,7 +504,9 @@ class GateState:
                 self._release_hold()
         return None
 
-    def _observe(self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading) -> None:
+    def _observe(
+        self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int
+    ) -> None:
         if h.date_unix is not None:
             self._learn_skew(h.date_unix, unix_now - (now - ticket.sent_at), unix_now)
         if h.limit is not None and h.limit < self.limit:
@@ -515,18 +543,9 @@ class GateState:
         )
 
         # Ours that this answer may not reflect: all but those answered before it was sent
-        # (the server may count a later-sent request first, and answer it first too).
+        # (the server may count a later-sent request first, and answer it first too): those
+        # in flight and the ``later`` ones answered while it was on its way.
         recent = self._recent
-        # This answer is the last completion recorded; look at the others. Those answered
-        # after this request was sent sit at the end (done_at ascending): count them from
-        # there, a few steps at most (a bisect would index into the middle of the deque).
-        sent_at = ticket.sent_at
-        skip = 1 if recent and recent[-1].sent_at == sent_at else 0
-        later = 0
-        for completion in itertools.islice(reversed(recent), skip, None):
-            if completion.done_at <= sent_at:
-                break
-            later += 1
         self._obs_remaining = h.remaining
         self._obs_uncounted = self._in_flight + later
 
@@ -560,14 +579,18 @@ class GateState:
         """
         low = date_unix - received_unix
         high = date_unix + 1.0 - sent_unix
-        if low > self._skew_hi or high < self._skew_lo:
+        lo, hi = self._skew_lo, self._skew_hi
+        if low > hi or high < lo:
             # Inconsistent with what we knew: a clock was stepped. Start over.
-            self._skew_lo, self._skew_hi = low, high
+            lo, hi = low, high
             self._shots_left = _MAX_SHOTS
         else:
-            self._skew_lo = max(self._skew_lo, low)
-            self._skew_hi = min(self._skew_hi, high)
-        self.skew = (self._skew_lo + self._skew_hi) / 2
+            if low > lo:
+                lo = low
+            if high < hi:
+                hi = high
+        self._skew_lo, self._skew_hi = lo, hi
+        self.skew = (lo + hi) / 2
 
     def _on_rate_limited(self, now: float, retry_after: float | None) -> float:
         self.rate_limited += 1

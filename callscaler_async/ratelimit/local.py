@@ -126,10 +126,17 @@ class BusinessRateGate:
 
         The transport's fast path: no coroutine, no future, no timer when budget is free.
         """
-        now = self._bind().time()
-        if not self._heap and now >= self._stagger_until and self._state.capacity(now) > 0:
-            return self._admit(now)
-        return None
+        loop = self._loop
+        if loop is None or loop is not asyncio.get_running_loop():
+            loop = self._bind()  # first use, or the wrong loop (raises)
+        now = loop.time()
+        if self._heap or now < self._stagger_until:
+            return None
+        state = self._state
+        if state.capacity(now) <= 0:
+            return None
+        self.requests_admitted += 1
+        return state.admit(now)
 
     async def acquire(
         self, *, priority: Priority = "normal", max_wait: float | None = None
@@ -262,21 +269,23 @@ class BusinessRateGate:
             return
         now = loop.time()
         reading = parse_rate_headers(headers) if headers else None
-        was_paused_until = self._state.paused_until
+        state = self._state
+        was_paused_until = state.paused_until
         if status == 429:
             wait = retry_after if retry_after is not None else self._rate_limit.period
             retry_after = wait + random.uniform(0.0, self._pause_jitter)
-        paused = self._state.complete(
-            ticket,
-            now,
-            unix_now=self.unix_now(),
-            headers=reading,
-            status=status,
-            retry_after=retry_after,
+        unix_now = (
+            self._wall_clock()
+            if self._wall_clock is not None
+            else self._anchor_unix + (now - self._anchor_loop)
+        )
+        paused = state.complete(
+            ticket, now, unix_now=unix_now, headers=reading, status=status, retry_after=retry_after
         )
         if paused is not None and paused > was_paused_until:
             self._begin_pause(now, paused)
-        self._pump()
+        if self._heap:
+            self._pump()
 
     def _begin_pause(self, now: float, until: float) -> None:
         limit = self._state.limit
