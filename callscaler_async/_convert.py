@@ -21,7 +21,6 @@ that use it, all of which run after the first decode or encode.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -129,9 +128,6 @@ def structure_bool(value: Any, _: Any = None) -> bool:
     raise TypeError(f"expected true or false, got {_quote(value)}")
 
 
-_CANONICAL_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-).fullmatch
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
@@ -140,6 +136,26 @@ def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
     """The ``__set__`` of a slot: stores into a frozen instance being built (no __setattr__)."""
     setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
     return setter
+
+
+def _builder(cls: type[Any]) -> type[Any]:
+    """A subclass of the slotted ``cls`` whose instances take plain attribute assignments.
+
+    A frozen instance is built as ``b = _new_object(builder); b.field = ...;
+    b.__class__ = cls``. Why: with object's own ``__setattr__`` *and* ``__delattr__`` (one
+    Python-level override of either keeps the slow setattr slot) ``b.field = x`` is a
+    specialised slot store, about 4x cheaper than calling the slot's ``__set__``: a third
+    of the decoding time of a 30-field ``Call``. The subclass adds no slot, so its layout
+    is the parent's and ``__class__`` may be switched back; the object is then a plain
+    ``cls`` (type, equality, hashing, pickling). A builder instance never leaves the
+    function building it.
+    """
+    namespace = {
+        "__slots__": (),
+        "__setattr__": object.__setattr__,
+        "__delattr__": object.__delattr__,
+    }
+    return type(f"_{cls.__name__}Builder", (cls,), namespace)
 
 
 # UUID is slotted (int, is_safe); its __setattr__ refuses, these bypass it like __init__ does.
@@ -151,14 +167,23 @@ _SAFE_UNKNOWN: Final = uuid.SafeUUID.unknown
 def structure_uuid(value: Any, _: Any = None) -> uuid.UUID:
     if type(value) is not str:
         raise TypeError(f"expected a UUID string, got {_quote(value)}")
-    if _CANONICAL_UUID(value) is not None:
-        # The API's canonical form, already validated: build the UUID without re-parsing
-        # (uuid.UUID(str) costs about twice as much and ids are on every object).
-        parsed = _new_object(uuid.UUID)
-        _set_uuid_int(parsed, int(value.replace("-", ""), 16))
-        _set_uuid_is_safe(parsed, _SAFE_UNKNOWN)
-        return parsed
-    try:  # other spellings uuid.UUID accepts: braces, urn:uuid:, no hyphens
+    digits = value.replace("-", "")
+    if len(digits) == 32:
+        # uuid.UUID(value) parses exactly so (hyphens dropped, 32 chars, int(_, 16)) after
+        # stripping braces and urn:uuid:, which leave a '{' or ':' that int() refuses: what
+        # passes here is the UUID uuid.UUID(value) makes, built without its argument
+        # handling (about half the cost; ids are on every object). No canonical-form regex
+        # first: it cost as much as the parse and accepted nothing uuid.UUID would not.
+        try:
+            number = int(digits, 16)
+        except ValueError:
+            pass
+        else:
+            parsed = _new_object(uuid.UUID)
+            _set_uuid_int(parsed, number)
+            _set_uuid_is_safe(parsed, _SAFE_UNKNOWN)
+            return parsed
+    try:  # other spellings uuid.UUID accepts (braces, urn:uuid:), or its error
         return uuid.UUID(value)
     except ValueError:
         raise ValueError(f"expected a UUID, got {_quote(value)}") from None
@@ -212,11 +237,22 @@ _set_money_cents = _slot_setter(Money, "cents")
 _set_money_currency = _slot_setter(Money, "currency")
 
 
+# Amounts repeat (a few prices, many zeros) and a Money is immutable: like UUID references,
+# the objects are shared, about half the cost of building one; bounded by clearing.
+_MONEY: dict[int, Money] = {}
+_MONEY_MAX: Final = 1024
+
+
 def _money(cents: int) -> Money:
     # cents is a validated int here: skip Money's own check (hot path, two per call).
-    money = _new_object(Money)
-    _set_money_cents(money, cents)
-    _set_money_currency(money, "USD")
+    money = _MONEY.get(cents)
+    if money is None:
+        money = _new_object(Money)
+        _set_money_cents(money, cents)
+        _set_money_currency(money, "USD")
+        if len(_MONEY) >= _MONEY_MAX:
+            _MONEY.clear()
+        _MONEY[cents] = money
     return money
 
 
@@ -610,14 +646,19 @@ def _fast_value(name: str, type_: Any, hook_call: str, namespace: dict[str, Any]
         return f"x if type(v) is str and (x := __fromiso(v)).tzinfo is __UTC else {hook_call}"
     if type_ is Money:
         return f"__money(v) if type(v) is int else {hook_call}"
+    if type_ is float:
+        # structure_float's result for a finite float or an int (float() of a huge int
+        # raises OverflowError here too: the detailed path then reports it).
+        finite = "type(v) is float and v - v == 0"
+        return f"v if {finite} else (float(v) if type(v) is int else {hook_call})"
     if type_ is uuid.UUID:
         return "__uuid(v)"
     return None
 
 
 def _fast_optional_value(name: str, type_: Any, hook_call: str, ns: dict[str, Any]) -> str | None:
-    if type_ is uuid.UUID:
-        return "__uuid_ref(v)"
+    if type_ is uuid.UUID:  # a reference: usually already in the cache, read inline
+        return "x if (x := __uuid_refs_get(v)) is not None else __uuid_ref(v)"
     return _fast_value(name, type_, hook_call, ns)
 
 
@@ -643,6 +684,7 @@ def _make_fast_structure_fn(
         "__money": _money,
         "__uuid": structure_uuid,
         "__uuid_ref": _structure_uuid_ref,
+        "__uuid_refs_get": _UUID_REFS.get,  # the dict is cleared, never replaced
     }
     by_slots = _builds_by_slots(cls)
     values: list[tuple[str, str]] = []
@@ -684,11 +726,11 @@ def _make_fast_structure_fn(
         f"        raise TypeError('expected a JSON object for {cls.__name__}, got ' + __quote(o))",
         "    g = o.get",
     ]
-    if by_slots:
-        for name, _ in values:
-            namespace[f"__s_{name}"] = _slot_setter(cls, name)
-        lines.append("    obj = __new(__cl)")
-        lines.extend(f"    __s_{name}(obj, {expr})" for name, expr in values)
+    if by_slots:  # see _builder: plain stores, then the instance becomes a ``cls``
+        namespace["__builder"] = _builder(cls)
+        lines.append("    obj = __new(__builder)")
+        lines.extend(f"    obj.{name} = {expr}" for name, expr in values)
+        lines.append("    obj.__class__ = __cl")
         lines.append("    return obj")
     else:
         lines.append("    return __cl(")
@@ -880,8 +922,10 @@ def decode(data: Any, model: type[T], *, path: str = "$", strict: bool = False) 
     $.data.balance_cents - expected an integer, got 'lots'
     """
     if not strict:
+        # The cached hook read inline: one call fewer on the path every response takes.
+        hook = _fast_hooks.get(model) or _fast_hook(model)
         try:
-            return _fast_hook(model)(data, model)  # type: ignore[no-any-return]
+            return hook(data, model)  # type: ignore[no-any-return]
         except Exception:
             pass  # structured again below, slowly, to say where and why
     try:
@@ -900,8 +944,9 @@ def decode_list(data: Any, model: type[T], *, path: str = "$", strict: bool = Fa
     """
     list_type = list[model]  # type: ignore[valid-type]
     if not strict:
+        hook = _fast_hooks.get(list_type) or _fast_hook(list_type)
         try:
-            return _fast_hook(list_type)(data, list_type)  # type: ignore[no-any-return]
+            return hook(data, list_type)  # type: ignore[no-any-return]
         except Exception:
             pass
     try:

@@ -29,16 +29,20 @@ __all__ = [
 
 MAX_PER_PAGE: Final = 100
 # The canonical form ``str(uuid.UUID(...))`` produces; anything else is parsed to be sure.
-_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_is_canonical_uuid: Final = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+).fullmatch
 
 
 def format_id(value: uuid.UUID | str, *, name: str) -> str:
+    # A canonical id string first: the common case (ids read from earlier answers) and,
+    # with type() rather than isinstance(), one check on every request.
+    if type(value) is str and _is_canonical_uuid(value) is not None:
+        return value
     if isinstance(value, uuid.UUID):
         return str(value)
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a UUID or a UUID string, got {type(value).__name__}")
-    if _CANONICAL_UUID.fullmatch(value):
-        return value
     try:
         return str(uuid.UUID(value))
     except ValueError:

@@ -278,16 +278,44 @@ async def test_requests_beyond_the_connection_limit_queue_for_a_connection() -> 
 
 
 @pytest.mark.looptime
-async def test_waiting_for_a_connection_counts_against_the_timeout() -> None:
-    """A request that waited 3 s for a connection has 2 s of its 5 s left: not enough."""
+async def test_waiting_for_a_connection_does_not_count_against_the_timeout() -> None:
+    """150 requests, 100 connections, 3 s answers, a 5 s timeout: the last 50 wait 3 s for a
+    connection, then get their whole 5 s (queueing behind our own requests, like waiting at
+    the rate gate, is not a slow server)."""
     async with harness(timeout=5.0, max_retries=0) as (fake, client):
         call_id = (await client.calls.list(per_page=1)).items[0].id
         fake.latency = 3.0
-        results = await asyncio.gather(
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        results = await asyncio.gather(*(client.calls.get(call_id) for _ in range(150)))
+        assert len(results) == 150
+        assert loop.time() - start == pytest.approx(6.0, abs=0.1)
+        # A server slower than the timeout still times out, queued or not.
+        fake.latency = 6.0
+        failures = await asyncio.gather(
             *(client.calls.get(call_id) for _ in range(150)), return_exceptions=True
         )
-        assert sum(isinstance(r, cs.Call) for r in results) == 100
-        assert sum(isinstance(r, cs.APITimeoutError) for r in results) == 50
+        assert all(isinstance(f, cs.APITimeoutError) for f in failures)
+        assert loop.time() - start == pytest.approx(6.0 + 10.0, abs=0.1)
+
+
+@pytest.mark.looptime
+async def test_cancelled_while_waiting_for_a_connection_loses_no_connection() -> None:
+    async with harness() as (fake, client):
+        call_id = (await client.calls.list(per_page=1)).items[0].id
+        fake.latency = 1.0
+        tasks = [asyncio.create_task(client.calls.get(call_id)) for _ in range(150)]
+        await asyncio.sleep(0.5)
+        for task in tasks[:10] + tasks[100:]:
+            task.cancel()  # 10 holding a connection, 50 queued for one
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        assert sum(isinstance(d, asyncio.CancelledError) for d in done) == 60
+        assert sum(isinstance(d, cs.Call) for d in done) == 90
+        # Every connection is free again: 100 at once take one wave.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.gather(*(client.calls.get(call_id) for _ in range(100)))
+        assert loop.time() - start == pytest.approx(1.0, abs=0.1)
 
 
 @pytest.mark.looptime

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import itertools
 import json
 import os
 import random
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 import callscaler_async as cs
 from callscaler_async.models import Call
 from callscaler_async.sync import (
+    CallableSink,
     CSVSink,
     JSONFileStore,
     JSONLinesSink,
@@ -158,6 +162,99 @@ async def test_crash_and_resume_random_points(tmp_path: Path, seed: int) -> None
         assert len(ids) == len(set(ids)), "a call was delivered twice"
         assert set(ids) == want
         assert summary.items == len(want)
+
+
+class GatedOpenSink(JSONLinesSink):
+    """Its file is opened in the worker thread only once the test lets it (``release``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.opened: IO[bytes] | None = None
+
+    def _open(self, state: dict[str, Any] | None) -> None:
+        self.entered.set()
+        assert self.release.wait(10), "the test never released the open"
+        super()._open(state)
+        self.opened = self._file
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_sync_cancelled_while_the_sink_opens_closes_the_file(
+    tmp_path: Path, cancels: int
+) -> None:
+    # The thread opens the file only after the sync was cancelled (twice: the second cancel
+    # lands while the sync waits for the thread): the file must still be closed.
+    sink = GatedOpenSink(tmp_path / "calls.jsonl")
+    fake = FakeCallScaler(calls=50, seed=1, rate_limit=100_000)
+    async with fake, client_for(fake) as client:
+        job = client.calls.sync(since=SINCE, until=pinned_until(fake))
+        task = asyncio.ensure_future(job.run(sink, store=MemoryStore()))
+        try:
+            assert await asyncio.to_thread(sink.entered.wait, 10)
+            for _ in range(cancels):
+                task.cancel()
+                for _ in range(3):
+                    await asyncio.sleep(0)  # the cancellation reaches the waiting sync
+            assert not task.done()  # still waiting for the thread: it cannot be stopped
+        finally:
+            sink.release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert sink.opened is not None and sink.opened.closed
+    assert sink._file is None
+
+
+class StuckOpenSink(CallableSink):
+    def __init__(self) -> None:
+        super().__init__(self._nothing)
+        self.opening = asyncio.Event()
+        self.closed = False
+
+    @staticmethod
+    async def _nothing(batch: list[Call]) -> None:
+        pass
+
+    async def open(self, state: dict[str, Any] | None) -> None:
+        self.opening.set()
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.looptime
+async def test_sync_closes_a_sink_cancelled_while_opening() -> None:
+    sink = StuckOpenSink()
+    fake = FakeCallScaler(calls=10, seed=1, rate_limit=100_000)
+    async with fake, client_for(fake) as client:
+        job = client.calls.sync(since=SINCE, until=pinned_until(fake))
+        task = asyncio.ensure_future(job.run(sink))
+        await sink.opening.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert sink.closed
+
+
+class FailingHeaderSink(CSVSink):
+    def _append(self, data: bytes) -> None:
+        raise OSError("disk full")
+
+
+@pytest.mark.looptime
+async def test_sink_open_that_fails_leaves_no_open_file(tmp_path: Path) -> None:
+    sink = FailingHeaderSink(tmp_path / "calls.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(OSError, match="disk full"):
+            await sink.open(None)
+        assert sink._file is None
+        del sink
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 @pytest.mark.looptime

@@ -69,7 +69,7 @@ import email.utils
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, NamedTuple
 
 import attrs
 from multidict import istr
@@ -97,9 +97,11 @@ class Ticket:
     answers_before: int = 0
 
 
-@attrs.frozen
-class HeaderReading:
-    """The ``X-RateLimit-*`` and ``Date`` headers of one response, parsed; None where absent."""
+class HeaderReading(NamedTuple):
+    """The ``X-RateLimit-*`` and ``Date`` headers of one response, parsed; None where absent.
+
+    (A named tuple: one is built for every answer, at half the cost of a frozen class.)
+    """
 
     limit: int | None
     remaining: int | None
@@ -152,16 +154,34 @@ _DATE: Final = istr("Date")
 def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
     """Read the rate-limit headers; invalid values count as absent, never as an error."""
     get = headers.get
-    limit = _parse_int(get(_LIMIT))
-    remaining = _parse_int(get(_REMAINING))
-    reset = _parse_int(get(_RESET))
+    raw_limit, raw_remaining, raw_reset = get(_LIMIT), get(_REMAINING), get(_RESET)
+    try:  # the common case, plain integers, without a call per header
+        limit = int(raw_limit) if raw_limit is not None else None
+        remaining = int(raw_remaining) if raw_remaining is not None else None
+        reset = int(raw_reset) if raw_reset is not None else None
+    except ValueError:
+        limit, remaining, reset = (
+            _parse_int(raw_limit),
+            _parse_int(raw_remaining),
+            _parse_int(raw_reset),
+        )
     raw_date = get(_DATE)
-    return HeaderReading(
-        limit if limit is not None and limit > 0 else None,
-        (remaining if remaining >= 0 else 0) if remaining is not None else None,
-        float(reset) if reset is not None and reset > 0 else None,
-        _parse_date(raw_date) if raw_date else None,
+    cached_raw, date = _last_date
+    if raw_date != cached_raw:
+        date = _parse_date(raw_date) if raw_date else None
+    return _new_reading(
+        HeaderReading,
+        (
+            limit if limit is not None and limit > 0 else None,
+            (remaining if remaining >= 0 else 0) if remaining is not None else None,
+            float(reset) if reset is not None and reset > 0 else None,
+            date,
+        ),
     )
+
+
+# A named tuple's own __new__ is Python code that repacks its arguments: build it directly.
+_new_reading: Final = tuple.__new__
 
 
 class GateState:
@@ -194,6 +214,9 @@ class GateState:
         self._foreign_until = 0.0
         # (expires_at, count), counts decreasing: a max-queue of recent foreign observations.
         self._foreign_held: deque[tuple[float, int]] = deque()
+        # Loop time at which the first entry of ``_recent`` or ``_foreign_held`` expires (or
+        # earlier: a look that finds nothing due is harmless; never later).
+        self._next_expiry = math.inf
         self._foreign_alert_until = -math.inf
         # Latest header reading, by the send order of the request it answered.
         self._obs_seq = -1
@@ -245,16 +268,18 @@ class GateState:
             self._foreign_until, self._foreign = held[0]
         else:
             self._foreign = 0
+        self._next_expiry = min(
+            recent[0] + period if recent else math.inf, held[0][0] if held else math.inf
+        )
 
     def capacity(self, now: float) -> int:
         """How many requests may go at ``now`` (0 while paused)."""
         # (Called for every request: written with plain comparisons, not min/max calls.)
-        recent = self._recent
-        if (recent and recent[0] + self.period <= now) or self._foreign_held:
+        if now >= self._next_expiry:
             self._expire(now)
         if now < self.paused_until:
             return 0
-        ledger = self.limit - self._in_flight - len(recent) - self._foreign
+        ledger = self.limit - self._in_flight - len(self._recent) - self._foreign
         sliding = ledger
         observed = self._obs_remaining
         if observed is not None:
@@ -392,15 +417,15 @@ class GateState:
 
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
-        recent = self._recent
-        if (recent and recent[0] + self.period <= now) or self._foreign_held:
+        if now >= self._next_expiry:
             self._expire(now)
         self._seq = seq = self._seq + 1
         self._in_flight += 1
         self._in_flight_seqs.append(seq)
         self._obs_uncounted += 1
         ticket = Ticket(seq, now, False, self._answers)
-        probe = self._probe_at is not None and self._probe_due(now)
+        probe_at = self._probe_at
+        probe = probe_at is not None and now >= probe_at and self._probe_due(now)
         self._last_admit = now
         if (
             self._hold
@@ -453,7 +478,6 @@ class GateState:
         self,
         ticket: Ticket,
         now: float,
-        *,
         unix_now: float,
         headers: HeaderReading | None = None,
         status: int | None = None,
@@ -472,8 +496,14 @@ class GateState:
         if answered:
             ticket.done = True
             self._in_flight -= 1
-            self._forget(ticket)
+            seqs = self._in_flight_seqs
+            if seqs and seqs[0] == ticket.seq:
+                del seqs[0]  # answered in the order sent: the common case
+            else:
+                self._forget(ticket)
             recent.append(now)
+            if now + self.period < self._next_expiry:
+                self._next_expiry = now + self.period
             self._answers += 1
             latency = now - ticket.sent_at
             if latency > self._max_latency:
@@ -485,14 +515,15 @@ class GateState:
             self._probe_ticket = None
         if self._shot_ticket is ticket:
             self._shot_ticket = None
-        if (recent and recent[0] + self.period <= now) or self._foreign_held:
+        if now >= self._next_expiry:
             self._expire(now)
         if headers is not None:
             # Answers expire oldest first: the later answers that still hold a slot are the
             # newest entries of ``recent`` (after this answer's own, the newest of all).
             others = len(recent) - answered
             self._observe(ticket, now, unix_now, headers, later if later < others else others)
-        self._update_shots_wanted()
+        if self._reset_beyond_refill or self._shots_wanted:  # else it stays False
+            self._update_shots_wanted()
         if status == 429:
             if was_probe:
                 self.probing = False  # this server's Reset does not free a slot
@@ -507,46 +538,53 @@ class GateState:
     def _observe(
         self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int
     ) -> None:
-        if h.date_unix is not None:
-            self._learn_skew(h.date_unix, unix_now - (now - ticket.sent_at), unix_now)
-        if h.limit is not None and h.limit < self.limit:
+        header_limit, remaining, reset_unix, date_unix = h
+        if date_unix is not None:
+            low = date_unix - unix_now
+            high = date_unix + 1.0 - (unix_now - (now - ticket.sent_at))
+            if low > self._skew_lo or high < self._skew_hi:  # else it teaches nothing new
+                self._learn_skew(date_unix, unix_now - (now - ticket.sent_at), unix_now)
+        if header_limit is not None and header_limit < self.limit:
             # The server knows better: never pace above what it announces.
-            self.limit = h.limit
-        if h.remaining is None:
+            self.limit = header_limit
+        if remaining is None:
             return
         if ticket.seq < self._obs_seq:
             return  # an older request's answer arrived late: it knows less than we do
         self._obs_seq = ticket.seq
         self._obs_time = now
-        self.server_limit = h.limit
-        self.remaining = h.remaining
-        limit = h.limit or self.limit
+        self.server_limit = header_limit
+        self.remaining = remaining
+        limit = header_limit or self.limit
+        period = self.period
         reset_at: float | None = None
-        if h.reset_unix is not None:
+        if reset_unix is not None:
             # The earliest our clock may read when the server's reaches Reset: with the
             # smallest skew the Date headers allow (no Date yet: assume a second behind).
             skew = self._skew_lo if self._skew_lo > -math.inf else -1.0
-            ahead = h.reset_unix - (unix_now + skew)
-            if -1.0 <= ahead <= _MAX_RESET_PERIODS * self.period + 2.0:
-                reset_at = now + max(ahead, 0.0)
-                self.reset_unix = h.reset_unix
+            ahead = reset_unix - (unix_now + skew)
+            if -1.0 <= ahead <= _MAX_RESET_PERIODS * period + 2.0:
+                reset_at = now + ahead if ahead > 0.0 else now
+                self.reset_unix = reset_unix
         self.reset_at = reset_at
-        self._probe_at = None if reset_at is None else reset_at + self.reset_margin
-        # A token bucket's Reset (full again) is at most (limit - Remaining) refills after the
-        # answer was written, plus its rounding up: a later one rules a bucket out, whose
-        # Reset no shot could ever bring forward.
-        self._reset_beyond_refill = (
-            reset_at is not None
-            and h.reset_unix is not None
-            and h.reset_unix
-            > unix_now + self._skew_hi + (limit - h.remaining) * self.period / limit + 1.0
-        )
+        if reset_at is None:
+            self._probe_at = None
+            self._reset_beyond_refill = False
+        else:
+            self._probe_at = reset_at + self.reset_margin
+            # A token bucket's Reset (full again) is at most (limit - Remaining) refills after
+            # the answer was written, plus its rounding up: a later one rules a bucket out,
+            # whose Reset no shot could ever bring forward.
+            self._reset_beyond_refill = (
+                reset_unix is not None
+                and reset_unix
+                > unix_now + self._skew_hi + (limit - remaining) * period / limit + 1.0
+            )
 
         # Ours that this answer may not reflect: all but those answered before it was sent
         # (the server may count a later-sent request first, and answer it first too): those
         # in flight and the ``later`` ones answered while it was on its way.
-        recent = self._recent
-        self._obs_remaining = h.remaining
+        self._obs_remaining = remaining
         self._obs_uncounted = self._in_flight + later
 
         # Foreign share: what the server counts beyond the requests of ours it may have
@@ -560,15 +598,17 @@ class GateState:
         in_flight_before = (
             bisect.bisect_left(self._in_flight_seqs, ticket.seq) if alerted else self._in_flight
         )
-        ours = len(recent) + in_flight_before
-        foreign = (limit - h.remaining) - ours
+        foreign = (limit - remaining) - (len(self._recent) + in_flight_before)
         if foreign > 0:
             held = self._foreign_held
             while held and held[-1][1] <= foreign:
                 held.pop()
-            hold = 3 * self.period if alerted else self.period
-            held.append((now + hold, foreign))
-            self._expire(now)
+            until = now + (3 * period if alerted else period)
+            held.append((until, foreign))
+            # Nothing in ``held`` is due (complete() expired it just now): read its head.
+            self._foreign_until, self._foreign = held[0]
+            if until < self._next_expiry:
+                self._next_expiry = until
 
     def _learn_skew(self, date_unix: float, sent_unix: float, received_unix: float) -> None:
         """Narrow the server-minus-our-clock interval with one answer's ``Date``.

@@ -279,9 +279,7 @@ class BusinessRateGate:
             if self._wall_clock is not None
             else self._anchor_unix + (now - self._anchor_loop)
         )
-        paused = state.complete(
-            ticket, now, unix_now=unix_now, headers=reading, status=status, retry_after=retry_after
-        )
+        paused = state.complete(ticket, now, unix_now, reading, status, retry_after)
         if paused is not None and paused > was_paused_until:
             self._begin_pause(now, paused)
         if self._heap:

@@ -14,5 +14,6 @@ class Account(Resource):
 
     async def balance(self) -> Balance:
         """Balance, low-balance threshold and auto-recharge settings (money as ``Money``)."""
-        payload, path = await self._send("GET", "account/balance", route="account/balance")
+        raw = await self._send("GET", "account/balance", route="account/balance")
+        payload, path = self._received(raw)
         return decode(payload, Balance, path=path)

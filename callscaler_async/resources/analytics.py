@@ -81,7 +81,6 @@ class Analytics(Resource):
         if groups:
             params["group_by"] = ",".join(groups)
         params["metrics"] = ",".join(wanted)
-        payload, path = await self._send(
-            "GET", "analytics/calls", route="analytics/calls", params=params
-        )
+        raw = await self._send("GET", "analytics/calls", route="analytics/calls", params=params)
+        payload, path = self._received(raw)
         return decode(payload, AnalyticsReport, path=path)

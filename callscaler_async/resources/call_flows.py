@@ -58,7 +58,8 @@ class CallFlows(Resource):
 
         async def fetch(number: int, size: int) -> Page[CallFlow]:
             params = {"page": str(number), "per_page": str(size)}
-            payload, path = await self._send("GET", "call-flows", route="call-flows", params=params)
+            raw = await self._send("GET", "call-flows", route="call-flows", params=params)
+            payload, path = self._received(raw)
             return self._page(payload, path, "call_flows", CallFlow, page=number, per_page=size)
 
         return AsyncPaginator(
@@ -67,7 +68,8 @@ class CallFlows(Resource):
 
     async def get(self, call_flow_id: uuid.UUID | str) -> CallFlow:
         fid = format_id(call_flow_id, name="call_flow_id")
-        payload, path = await self._send("GET", f"call-flows/{fid}", route="call-flows/{id}")
+        raw = await self._send("GET", f"call-flows/{fid}", route="call-flows/{id}")
+        payload, path = self._received(raw)
         return self._one(payload, path, "call_flow", CallFlow)
 
     async def create(
@@ -79,7 +81,8 @@ class CallFlows(Resource):
     ) -> CallFlow:
         """Create a call flow (POST: not retried once it may have reached the server)."""
         body = _flow_body(name, steps, settings)
-        payload, path = await self._send("POST", "call-flows", route="call-flows", json=body)
+        raw = await self._send("POST", "call-flows", route="call-flows", json=body)
+        payload, path = self._received(raw)
         return self._one(payload, path, "call_flow", CallFlow)
 
     async def update(
@@ -93,14 +96,14 @@ class CallFlows(Resource):
         """Replace a call flow whole (PUT); the server records a new version."""
         fid = format_id(call_flow_id, name="call_flow_id")
         body = _flow_body(name, steps, settings)
-        payload, path = await self._send(
-            "PUT", f"call-flows/{fid}", route="call-flows/{id}", json=body
-        )
+        raw = await self._send("PUT", f"call-flows/{fid}", route="call-flows/{id}", json=body)
+        payload, path = self._received(raw)
         return self._one(payload, path, "call_flow", CallFlow)
 
     async def delete(self, call_flow_id: uuid.UUID | str) -> Deleted:
         fid = format_id(call_flow_id, name="call_flow_id")
-        payload, path = await self._send("DELETE", f"call-flows/{fid}", route="call-flows/{id}")
+        raw = await self._send("DELETE", f"call-flows/{fid}", route="call-flows/{id}")
+        payload, path = self._received(raw)
         return decode(payload, Deleted, path=path)
 
     def versions(
@@ -116,12 +119,13 @@ class CallFlows(Resource):
 
         async def fetch(number: int, size: int) -> Page[CallFlowVersion]:
             params = {"page": str(number), "per_page": str(size)}
-            payload, path = await self._send(
+            raw = await self._send(
                 "GET",
                 f"call-flows/{fid}/versions",
                 route="call-flows/{id}/versions",
                 params=params,
             )
+            payload, path = self._received(raw)
             return self._page(
                 payload, path, "versions", CallFlowVersion, page=number, per_page=size
             )

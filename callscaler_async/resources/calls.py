@@ -90,7 +90,8 @@ class Calls(Resource):
 
         async def fetch(number: int, size: int) -> Page[Call]:
             params = {**filters, "page": str(number), "per_page": str(size)}
-            payload, path = await self._send("GET", "calls", route="calls", params=params)
+            raw = await self._send("GET", "calls", route="calls", params=params)
+            payload, path = self._received(raw)
             return self._page(payload, path, "calls", Call, page=number, per_page=size)
 
         return AsyncPaginator(
@@ -100,15 +101,17 @@ class Calls(Resource):
     async def get(self, call_id: uuid.UUID | str) -> Call:
         """One call by id."""
         cid = format_id(call_id, name="call_id")
-        payload, path = await self._send("GET", f"calls/{cid}", route="calls/{id}")
+        raw = await self._send("GET", f"calls/{cid}", route="calls/{id}")
+        payload, path = self._received(raw)
         return self._one(payload, path, "call", Call)
 
     async def transcription(self, call_id: uuid.UUID | str) -> Transcription:
         """The AI transcription of a call (``NotFoundError`` when it has none)."""
         cid = format_id(call_id, name="call_id")
-        payload, path = await self._send(
+        raw = await self._send(
             "GET", f"calls/{cid}/transcription", route="calls/{id}/transcription"
         )
+        payload, path = self._received(raw)
         return self._one(payload, path, "transcription", Transcription)
 
     def sync(

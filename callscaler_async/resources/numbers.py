@@ -62,7 +62,8 @@ class Numbers(Resource):
 
         async def fetch(number: int, size: int) -> Page[Number]:
             params = {**filters, "page": str(number), "per_page": str(size)}
-            payload, path = await self._send("GET", "numbers", route="numbers", params=params)
+            raw = await self._send("GET", "numbers", route="numbers", params=params)
+            payload, path = self._received(raw)
             return self._page(payload, path, "numbers", Number, page=number, per_page=size)
 
         return AsyncPaginator(
@@ -71,7 +72,8 @@ class Numbers(Resource):
 
     async def get(self, number_id: uuid.UUID | str) -> Number:
         nid = format_id(number_id, name="number_id")
-        payload, path = await self._send("GET", f"numbers/{nid}", route="numbers/{id}")
+        raw = await self._send("GET", f"numbers/{nid}", route="numbers/{id}")
+        payload, path = self._received(raw)
         return self._one(payload, path, "number", Number)
 
     async def search(
@@ -89,9 +91,8 @@ class Numbers(Resource):
             body["area_code"] = area_code
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
             raise ValueError(f"limit must be an int between 1 and 100, got {limit!r}")
-        payload, path = await self._send(
-            "POST", "numbers/search", route="numbers/search", json=body
-        )
+        raw = await self._send("POST", "numbers/search", route="numbers/search", json=body)
+        payload, path = self._received(raw)
         return self._list(payload, path, "available_numbers", AvailableNumber)
 
     async def purchase(
@@ -109,9 +110,8 @@ class Numbers(Resource):
             body["friendly_name"] = friendly_name
         if call_flow_id is not None:
             body["call_flow_id"] = format_id(call_flow_id, name="call_flow_id")
-        payload, path = await self._send(
-            "POST", "numbers/purchase", route="numbers/purchase", json=body
-        )
+        raw = await self._send("POST", "numbers/purchase", route="numbers/purchase", json=body)
+        payload, path = self._received(raw)
         return self._one(payload, path, "number", Number)
 
     async def update(
@@ -137,13 +137,15 @@ class Numbers(Resource):
             body["status"] = format_choice(status, name="status")
         if not body:
             raise ValueError("update() needs at least one of friendly_name, call_flow_id, status")
-        payload, path = await self._send("PATCH", f"numbers/{nid}", route="numbers/{id}", json=body)
+        raw = await self._send("PATCH", f"numbers/{nid}", route="numbers/{id}", json=body)
+        payload, path = self._received(raw)
         return self._one(payload, path, "number", Number)
 
     async def release(self, number_id: uuid.UUID | str) -> Deleted:
         """Release (delete) a number."""
         nid = format_id(number_id, name="number_id")
-        payload, path = await self._send("DELETE", f"numbers/{nid}", route="numbers/{id}")
+        raw = await self._send("DELETE", f"numbers/{nid}", route="numbers/{id}")
+        payload, path = self._received(raw)
         return self._one_deleted(payload, path)
 
     def _one_deleted(self, payload: Any, path: str) -> Deleted:

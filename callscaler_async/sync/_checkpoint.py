@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
+import functools
 import json
 import os
 import sqlite3
@@ -46,15 +48,31 @@ async def in_thread_to_end(
 
     A thread cannot be stopped: without this, a sync cancelled during a checkpoint save or a
     sink write returns while the write goes on, and a resumed sync (or the sink's ``close``)
-    could race with it, e.g. an old checkpoint landing after a newer one.
+    could race with it, e.g. an old checkpoint landing after a newer one, or a file the
+    thread opens after its caller is gone, which nobody then closes.
+
+    The caller keeps waiting however many times it is cancelled, and the cancellation is
+    raised once the thread has finished (its result or error is then dropped).
     """
-    future = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await future
-        raise
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    # A plain executor future, not a task (``asyncio.to_thread`` wraps one in a task):
+    # ``asyncio.run`` and test runners cancel every pending *task* at shutdown, and a
+    # cancelled wrapper would let the thread finish unobserved.
+    future = loop.run_in_executor(None, call)
+    cancelled: asyncio.CancelledError | None = None
+    while not future.done():
+        try:
+            # ``wait`` leaves the future alone when the caller is cancelled (``await future``
+            # would cancel it, and the thread would go on unobserved).
+            await asyncio.wait((future,))
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+    if cancelled is not None:
+        if not future.cancelled():
+            future.exception()  # retrieved: no "exception was never retrieved" log
+        raise cancelled
+    return future.result()
 
 
 class SyncCheckpointError(ValueError):
@@ -209,7 +227,13 @@ class JSONFileStore:
         file.parent.mkdir(parents=True, exist_ok=True)
         fd, temp = tempfile.mkstemp(prefix=f".{file.name}.", dir=file.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle = os.fdopen(fd, "w", encoding="utf-8")
+        except BaseException:
+            os.close(fd)
+            Path(temp).unlink(missing_ok=True)
+            raise
+        try:
+            with handle:
                 json.dump(data, handle, separators=(",", ":"))
                 handle.flush()
                 os.fsync(handle.fileno())

@@ -340,8 +340,10 @@ class CallSync:
                 key, checkpoint.delivered, checkpoint.windows_done, checkpoint.window_count,
             )  # fmt: skip
         self.delivered = checkpoint.delivered
-        await target.open(checkpoint.sink_state if resumed else None)
         try:
+            # Inside the try: a sync cancelled (or failing) while the sink opens still closes
+            # it, e.g. a file a sink's thread opened after the cancellation arrived.
+            await target.open(checkpoint.sink_state if resumed else None)
             async for index, batch, finished in self.batches(checkpoint):
                 if batch:
                     await target.write(batch)

@@ -38,7 +38,10 @@ class Sink(Protocol):
         """What the checkpoint must remember to resume after the last written batch."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release the sink. Called once the sync ends, however it ends: also when ``open``
+        raised or was cancelled, so it must cope with a sink that is not (fully) open."""
+        ...
 
 
 class _FileSink:
@@ -51,31 +54,44 @@ class _FileSink:
         self.written = 0
 
     async def open(self, state: dict[str, Any] | None) -> None:
-        await in_thread_to_end(self._open, state)
+        if self._file is not None:
+            raise RuntimeError(f"sink {self.path} is already open")
+        try:
+            await in_thread_to_end(self._open, state)
+        except BaseException:
+            # Cancelled while the thread was opening the file: in_thread_to_end waited for the
+            # thread, so the handle is in self._file by now; close it before passing the
+            # cancellation on. (If _open itself failed, it closed the handle: a no-op here.)
+            await self.close()
+            raise
 
     def _open(self, state: dict[str, Any] | None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        offset = state.get("offset") if state else None
-        if isinstance(offset, int) and offset >= 0 and self.path.exists():
-            handle: IO[bytes] = self.path.open("r+b")
-            size = handle.seek(0, io.SEEK_END)
-            if size < offset:
-                handle.close()
-                raise OSError(
-                    f"{self.path} is shorter ({size} bytes) than the checkpoint says ({offset}); "
-                    "it was changed outside the sync: start a new sync"
-                )
-            handle.truncate(offset)
-            handle.seek(offset)
-            self._offset = offset
-        else:
-            handle = self.path.open("wb")
-            self._offset = 0
-        self._file = handle
-        if self._offset == 0:
-            header = self._header()
-            if header:
-                self._append(header)
+        saved = state.get("offset") if state else None
+        resume = isinstance(saved, int) and saved >= 0 and self.path.exists()
+        handle: IO[bytes] = self.path.open("r+b" if resume else "wb")
+        try:
+            offset = 0
+            if resume and isinstance(saved, int):
+                size = handle.seek(0, io.SEEK_END)
+                if size < saved:
+                    raise OSError(
+                        f"{self.path} is shorter ({size} bytes) than the checkpoint says "
+                        f"({saved}); it was changed outside the sync: start a new sync"
+                    )
+                handle.truncate(saved)
+                handle.seek(saved)
+                offset = saved
+            self._file, self._offset = handle, offset
+            if offset == 0:
+                header = self._header()
+                if header:
+                    self._append(header)
+        except BaseException:
+            # Nothing half-open is left behind: the handle is closed and the sink is closed.
+            self._file, self._offset = None, 0
+            handle.close()
+            raise
 
     def _header(self) -> bytes:
         return b""
@@ -103,6 +119,7 @@ class _FileSink:
     async def close(self) -> None:
         if self._file is not None:
             handle, self._file = self._file, None
+            # Runs to the end even if the caller is cancelled: the handle is always closed.
             await in_thread_to_end(handle.close)
 
 
