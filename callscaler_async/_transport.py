@@ -450,13 +450,17 @@ class Transport:
         self.base_url = URL(base_url if base_url.endswith("/") else base_url + "/")
         self._base_str = str(self.base_url)
         self._base_origin = _origin(self.base_url)
-        # The headers of a request to the API's own origin, built once (aiohttp merges them
-        # into a new multidict per request and never changes ours).
-        self._api_headers: Final = {
-            "User-Agent": USER_AGENT,
-            "Accept": "application/json",
-            "Authorization": f"Bearer {api_key}",
-        }
+        # The headers of a request to the API's own origin, built once, as the read-only
+        # multidict aiohttp copies from without converting (it never changes ours).
+        self._api_headers: Final = CIMultiDictProxy(
+            CIMultiDict(
+                {
+                    "User-Agent": USER_AGENT,
+                    "Accept": "application/json",
+                    "Authorization": f"Bearer {api_key}",
+                }
+            )
+        )
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         # Requests beyond the connector's limit queue here rather than in aiohttp's connector.
         self._slots: _ConnectionSlots | None = None
@@ -507,7 +511,6 @@ class Transport:
         if session is None:
             self._session = session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._connection_limit),
-                headers={"User-Agent": USER_AGENT},
                 json_serialize=lambda obj: orjson.dumps(obj).decode(),
             )
             self.sessions_created += 1
@@ -880,7 +883,12 @@ class Transport:
         hop_timeout = self._timeout(timeout)
         try:
             for _ in range(_MAX_REDIRECTS + 1):
-                async with session.request(
+                # Awaited, not entered with ``async with``: read() hands the connection back
+                # at the end of the body by itself, and every other way out calls release(),
+                # as the context manager's exit would (a connection left mid-body is closed).
+                # That spares the two coroutine levels of aiohttp's context managers: ~17k
+                # instructions per request (callgrind), a sixth of what the SDK adds.
+                resp = await session.request(
                     method,
                     url,
                     params=params,
@@ -888,7 +896,8 @@ class Transport:
                     headers=headers,
                     allow_redirects=False,
                     timeout=hop_timeout,
-                ) as resp:
+                )
+                try:
                     status = resp.status
                     if status in _REDIRECTS and _LOCATION in resp.headers:
                         url = resp.url.join(URL(resp.headers[_LOCATION]))
@@ -900,6 +909,7 @@ class Transport:
                         if left <= 0:
                             raise TimeoutError
                         hop_timeout = aiohttp.ClientTimeout(total=left)
+                        resp.release()
                         continue
                     length = resp.content_length
                     if (
@@ -912,7 +922,10 @@ class Transport:
                         body = await resp.read()
                     else:
                         body = await self._read_limited(resp, method, url)
-                    return status, resp.headers, body
+                except BaseException:
+                    resp.release()
+                    raise
+                return status, resp.headers, body
             raise APIConnectionError(
                 f"too many redirects ({_MAX_REDIRECTS})", method=method, url=str(url)
             )
