@@ -570,6 +570,10 @@ class Transport:
         every request.)
         """
         route = route or path
+        # Untraced and not due for another look at the global provider: the common case,
+        # decided without a call.
+        if self._tracer is None and time.monotonic() < self._tracer_recheck_at:
+            return self._request(method, path, route, options, params, json, None)
         tracer = self._get_tracer()
         if tracer is None:
             return self._request(method, path, route, options, params, json, None)
@@ -589,6 +593,7 @@ class Transport:
             return self._tracer
         otel = _opentelemetry()
         if otel is None:
+            self._tracer_recheck_at = math.inf  # not installed: not looked up again
             return None
         provider = self._tracer_provider
         if provider is None:
@@ -600,6 +605,7 @@ class Transport:
                 self._tracer_recheck_at = now + 1.0
                 return None
         elif isinstance(provider, otel.ProxyTracerProvider | otel.NoOpTracerProvider):
+            self._tracer_recheck_at = math.inf  # the caller's no-op provider: never traced
             return None
         if self._tracer is None or self._tracer_for is not provider:
             self._tracer = provider.get_tracer("callscaler_async", __version__)
@@ -880,8 +886,10 @@ class Transport:
         loop = self._loop
         assert loop is not None  # bound by session()
         deadline = loop.time() + timeout
-        hop_timeout = self._timeout(timeout)
+        hop_timeout = self._timeouts.get(timeout) or self._timeout(timeout)
         try:
+            if self._closed:  # closed while this request waited for a connection
+                raise CallScalerError("this client is closed; create a new CallScaler")
             for _ in range(_MAX_REDIRECTS + 1):
                 # Awaited, not entered with ``async with``: read() hands the connection back
                 # at the end of the body by itself, and every other way out calls release(),

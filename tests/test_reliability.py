@@ -319,6 +319,20 @@ async def test_cancelled_while_waiting_for_a_connection_loses_no_connection() ->
 
 
 @pytest.mark.looptime
+async def test_closing_the_client_ends_requests_queued_for_a_connection() -> None:
+    async with harness() as (fake, client):
+        call_id = (await client.calls.list(per_page=1)).items[0].id
+        fake.latency = 1.0
+        tasks = [asyncio.create_task(client.calls.get(call_id)) for _ in range(150)]
+        await asyncio.sleep(0.5)
+        await client.aclose()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        # Typed errors only (connection errors for those on the wire, "closed" for the
+        # queued ones), nothing left waiting.
+        assert all(isinstance(d, cs.CallScalerError) for d in done), {type(d) for d in done}
+
+
+@pytest.mark.looptime
 async def test_the_connection_limit_of_a_callers_session_is_respected() -> None:
     async with (
         FakeCallScaler(calls=10, seed=7, rate_limit=10_000) as fake,

@@ -415,6 +415,10 @@ class GateState:
             ready = now + 0.001
         return ready
 
+    def try_admit(self, now: float) -> Ticket | None:
+        """``admit(now)`` if ``capacity(now)`` allows one more request, else None."""
+        return self.admit(now) if self.capacity(now) > 0 else None
+
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
         if now >= self._next_expiry:

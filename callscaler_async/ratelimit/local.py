@@ -132,11 +132,10 @@ class BusinessRateGate:
         now = loop.time()
         if self._heap or now < self._stagger_until:
             return None
-        state = self._state
-        if state.capacity(now) <= 0:
-            return None
-        self.requests_admitted += 1
-        return state.admit(now)
+        ticket = self._state.try_admit(now)
+        if ticket is not None:
+            self.requests_admitted += 1
+        return ticket
 
     async def acquire(
         self, *, priority: Priority = "normal", max_wait: float | None = None
