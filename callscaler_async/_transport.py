@@ -38,7 +38,6 @@ import logging
 import math
 import random
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final, Generic, TypeVar
@@ -122,61 +121,10 @@ def _origin(url: URL) -> tuple[str, str | None, int | None]:
     return (url.scheme, url.host, url.port)
 
 
-class _ConnectionSlots:
-    """A FIFO queue for the connections of one session: ``n`` requests hold one at a time.
-
-    Requests beyond aiohttp's connection limit would queue in its connector, whose wait costs
-    ~12 µs of CPU per request; here a slot is taken without awaiting when one is free and
-    handed straight to the first waiter when released. (``asyncio.Semaphore`` would do, but
-    on Python 3.11 its ``locked()`` scans every waiter on each acquire.)
-    """
-
-    __slots__ = ("_waiters", "free")
-
-    def __init__(self, n: int) -> None:
-        self.free = n
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def try_take(self) -> bool:
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        """Wait for a slot; cancelling the wait gives a slot handed over meanwhile back.
-
-        No timeout: every slot is held by a request bounded by its own timeout, and the
-        queue is first come, first served, so each wait ends.
-        """
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except BaseException:
-            if fut.done() and not fut.cancelled():
-                self.release()  # the slot arrived as we were cancelled: pass it on
-            else:
-                fut.cancel()  # stays in the queue as done; release() skips it
-            raise
-
-    def release(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the slot goes to this waiter directly
-                return
-        self.free += 1
-
-
-def _connection_slots(session: aiohttp.ClientSession) -> _ConnectionSlots | None:
-    """Slots as many as the session's connections to one host (None: unlimited)."""
-    connector = session.connector
-    if not isinstance(connector, aiohttp.BaseConnector):
-        return None
-    limits = [n for n in (connector.limit, connector.limit_per_host) if n > 0]
-    return _ConnectionSlots(min(limits)) if limits else None
+def _being_cancelled() -> bool:
+    """Whether the running task itself was asked to cancel (not a future inside aiohttp)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @attrs.frozen
@@ -462,8 +410,6 @@ class Transport:
             )
         )
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
-        # Requests beyond the connector's limit queue here rather than in aiohttp's connector.
-        self._slots: _ConnectionSlots | None = None
         self._gate_factory = gate_factory
         self._gate: RateGate | None = None
         self._try_acquire: Callable[[], Ticket | None] | None = None
@@ -514,9 +460,6 @@ class Transport:
                 json_serialize=lambda obj: orjson.dumps(obj).decode(),
             )
             self.sessions_created += 1
-            self._slots = _connection_slots(session)
-        elif self._slots is None and not self._owns_session:
-            self._slots = _connection_slots(session)  # the caller's session, first use
         return session
 
     async def aclose(self) -> None:
@@ -709,6 +652,16 @@ class Transport:
                 )
             except BaseException as exc:
                 gate.complete(ticket, status=None, headers=None)
+                if self._closed and not _being_cancelled():
+                    # aclose() ended the session under this request: aiohttp then cancels
+                    # the requests waiting for a connection (a CancelledError in a task
+                    # nobody cancelled) and refuses new ones (RuntimeError). Say what it is.
+                    raise APIConnectionError(
+                        f"{method} {url.path}: the client was closed while this request was "
+                        "in flight",
+                        method=method,
+                        url=url.path,
+                    ) from exc
                 error = self._connection_error(exc, method, url)
                 if error is None:
                     raise
@@ -877,69 +830,59 @@ class Transport:
         data = orjson.dumps(json) if json is not None else None
         # The first hop always goes to the API's origin: its prebuilt headers as they are.
         headers = self._api_headers if data is None else self._headers(url, _JSON_CONTENT)
-        slots = self._slots
-        if slots is not None and not slots.try_take():
-            await slots.take()  # every connection is busy: first come, first served
-        # The timeout starts here, after the gate and the wait for a connection: waiting for
-        # budget or behind our own requests is not a slow server. It bounds the whole
-        # exchange, redirects included: each hop gets what is left.
+        # The timeout starts here, after the gate: waiting for budget is not a slow server.
+        # It bounds the whole exchange, redirects included: each hop gets what is left.
         loop = self._loop
         assert loop is not None  # bound by session()
         deadline = loop.time() + timeout
         hop_timeout = self._timeouts.get(timeout) or self._timeout(timeout)
-        try:
-            if self._closed:  # closed while this request waited for a connection
-                raise CallScalerError("this client is closed; create a new CallScaler")
-            for _ in range(_MAX_REDIRECTS + 1):
-                # Awaited, not entered with ``async with``: read() hands the connection back
-                # at the end of the body by itself, and every other way out calls release(),
-                # as the context manager's exit would (a connection left mid-body is closed).
-                # That spares the two coroutine levels of aiohttp's context managers: ~17k
-                # instructions per request (callgrind), a sixth of what the SDK adds.
-                resp = await session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=hop_timeout,
-                )
-                try:
-                    status = resp.status
-                    if status in _REDIRECTS and _LOCATION in resp.headers:
-                        url = resp.url.join(URL(resp.headers[_LOCATION]))
-                        params = None
-                        if status == 303 or (status in (301, 302) and method == "POST"):
-                            method, data = "GET", None
-                        headers = self._headers(url, _JSON_CONTENT if data is not None else None)
-                        left = deadline - loop.time()
-                        if left <= 0:
-                            raise TimeoutError
-                        hop_timeout = aiohttp.ClientTimeout(total=left)
-                        resp.release()
-                        continue
-                    length = resp.content_length
-                    if (
-                        length is not None
-                        and length <= self.max_response_bytes
-                        and _CONTENT_ENCODING not in resp.headers
-                    ):
-                        # The size is known and allowed, and the body arrives as sent
-                        # (nothing to decompress that could grow it): read it in one go.
-                        body = await resp.read()
-                    else:
-                        body = await self._read_limited(resp, method, url)
-                except BaseException:
-                    resp.release()
-                    raise
-                return status, resp.headers, body
-            raise APIConnectionError(
-                f"too many redirects ({_MAX_REDIRECTS})", method=method, url=str(url)
+        for _ in range(_MAX_REDIRECTS + 1):
+            # Awaited, not entered with ``async with``: read() hands the connection back
+            # at the end of the body by itself, and every other way out calls release(),
+            # as the context manager's exit would (a connection left mid-body is closed).
+            # That spares the two coroutine levels of aiohttp's context managers: ~17k
+            # instructions per request (callgrind), a sixth of what the SDK adds.
+            resp = await session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                allow_redirects=False,
+                timeout=hop_timeout,
             )
-        finally:
-            if slots is not None:
-                slots.release()
+            try:
+                status = resp.status
+                if status in _REDIRECTS and _LOCATION in resp.headers:
+                    url = resp.url.join(URL(resp.headers[_LOCATION]))
+                    params = None
+                    if status == 303 or (status in (301, 302) and method == "POST"):
+                        method, data = "GET", None
+                    headers = self._headers(url, _JSON_CONTENT if data is not None else None)
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise TimeoutError
+                    hop_timeout = aiohttp.ClientTimeout(total=left)
+                    resp.release()
+                    continue
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= self.max_response_bytes
+                    and _CONTENT_ENCODING not in resp.headers
+                ):
+                    # The size is known and allowed, and the body arrives as sent
+                    # (nothing to decompress that could grow it): read it in one go.
+                    body = await resp.read()
+                else:
+                    body = await self._read_limited(resp, method, url)
+            except BaseException:
+                resp.release()
+                raise
+            return status, resp.headers, body
+        raise APIConnectionError(
+            f"too many redirects ({_MAX_REDIRECTS})", method=method, url=str(url)
+        )
 
     async def _read_limited(self, resp: aiohttp.ClientResponse, method: str, url: URL) -> bytes:
         limit = self.max_response_bytes

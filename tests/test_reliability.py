@@ -278,34 +278,34 @@ async def test_requests_beyond_the_connection_limit_queue_for_a_connection() -> 
 
 
 @pytest.mark.looptime
-async def test_waiting_for_a_connection_does_not_count_against_the_timeout() -> None:
-    """150 requests, 100 connections, 3 s answers, a 5 s timeout: the last 50 wait 3 s for a
-    connection, then get their whole 5 s (queueing behind our own requests, like waiting at
-    the rate gate, is not a slow server)."""
+async def test_waiting_for_a_connection_counts_against_the_timeout() -> None:
+    """A request that waited 3 s for a connection has 2 s of its 5 s left: not enough."""
     async with harness(timeout=5.0, max_retries=0) as (fake, client):
         call_id = (await client.calls.list(per_page=1)).items[0].id
         fake.latency = 3.0
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        results = await asyncio.gather(*(client.calls.get(call_id) for _ in range(150)))
-        assert len(results) == 150
-        assert loop.time() - start == pytest.approx(6.0, abs=0.1)
-        # A server slower than the timeout still times out, queued or not.
-        fake.latency = 6.0
-        failures = await asyncio.gather(
+        results = await asyncio.gather(
             *(client.calls.get(call_id) for _ in range(150)), return_exceptions=True
         )
-        assert all(isinstance(f, cs.APITimeoutError) for f in failures)
-        assert loop.time() - start == pytest.approx(6.0 + 10.0, abs=0.1)
+        assert sum(isinstance(r, cs.Call) for r in results) == 100
+        assert sum(isinstance(r, cs.APITimeoutError) for r in results) == 50
+
+
+async def requests_in_flight_and_queued(
+    fake: FakeCallScaler, client: cs.CallScaler
+) -> tuple[Any, list[asyncio.Task[cs.Call]]]:
+    """150 concurrent calls.get, 1 s answers, half a second in: 100 hold the connections
+    (the default limit), 50 queue for one. Returns the call id and the tasks."""
+    call_id = (await client.calls.list(per_page=1)).items[0].id
+    fake.latency = 1.0
+    tasks = [asyncio.create_task(client.calls.get(call_id)) for _ in range(150)]
+    await asyncio.sleep(0.5)
+    return call_id, tasks
 
 
 @pytest.mark.looptime
 async def test_cancelled_while_waiting_for_a_connection_loses_no_connection() -> None:
     async with harness() as (fake, client):
-        call_id = (await client.calls.list(per_page=1)).items[0].id
-        fake.latency = 1.0
-        tasks = [asyncio.create_task(client.calls.get(call_id)) for _ in range(150)]
-        await asyncio.sleep(0.5)
+        call_id, tasks = await requests_in_flight_and_queued(fake, client)
         for task in tasks[:10] + tasks[100:]:
             task.cancel()  # 10 holding a connection, 50 queued for one
         done = await asyncio.gather(*tasks, return_exceptions=True)
@@ -321,15 +321,12 @@ async def test_cancelled_while_waiting_for_a_connection_loses_no_connection() ->
 @pytest.mark.looptime
 async def test_closing_the_client_ends_requests_queued_for_a_connection() -> None:
     async with harness() as (fake, client):
-        call_id = (await client.calls.list(per_page=1)).items[0].id
-        fake.latency = 1.0
-        tasks = [asyncio.create_task(client.calls.get(call_id)) for _ in range(150)]
-        await asyncio.sleep(0.5)
+        _, tasks = await requests_in_flight_and_queued(fake, client)
         await client.aclose()
         done = await asyncio.gather(*tasks, return_exceptions=True)
-        # Typed errors only (connection errors for those on the wire, "closed" for the
-        # queued ones), nothing left waiting.
-        assert all(isinstance(d, cs.CallScalerError) for d in done), {type(d) for d in done}
+        # A typed error for each (none was cancelled by its caller), nothing left waiting.
+        assert all(isinstance(d, cs.APIConnectionError) for d in done), {type(d) for d in done}
+        assert all("closed" in str(d) for d in done)
 
 
 @pytest.mark.looptime
