@@ -922,9 +922,9 @@ def decode(data: Any, model: type[T], *, path: str = "$", strict: bool = False) 
     $.data.balance_cents - expected an integer, got 'lots'
     """
     if not strict:
-        # The cached hook read inline: one call fewer on the path every response takes.
-        hook = _fast_hooks.get(model) or _fast_hook(model)
         try:
+            # The cached hook read inline: one call fewer on the path every response takes.
+            hook = _fast_hooks.get(model) or _fast_hook(model)
             return hook(data, model)  # type: ignore[no-any-return]
         except Exception:
             pass  # structured again below, slowly, to say where and why
@@ -944,8 +944,8 @@ def decode_list(data: Any, model: type[T], *, path: str = "$", strict: bool = Fa
     """
     list_type = list[model]  # type: ignore[valid-type]
     if not strict:
-        hook = _fast_hooks.get(list_type) or _fast_hook(list_type)
         try:
+            hook = _fast_hooks.get(list_type) or _fast_hook(list_type)
             return hook(data, list_type)  # type: ignore[no-any-return]
         except Exception:
             pass

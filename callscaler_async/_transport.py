@@ -123,7 +123,10 @@ def _origin(url: URL) -> tuple[str, str | None, int | None]:
 
 def _being_cancelled() -> bool:
     """Whether the running task itself was asked to cancel (not a future inside aiohttp)."""
-    task = asyncio.current_task()
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running loop: a coroutine closed after its loop ended
+        return True
     return task is not None and task.cancelling() > 0
 
 
@@ -652,7 +655,11 @@ class Transport:
                 )
             except BaseException as exc:
                 gate.complete(ticket, status=None, headers=None)
-                if self._closed and not _being_cancelled():
+                if (
+                    self._closed
+                    and isinstance(exc, asyncio.CancelledError | RuntimeError | aiohttp.ClientError)
+                    and not _being_cancelled()
+                ):
                     # aclose() ended the session under this request: aiohttp then cancels
                     # the requests waiting for a connection (a CancelledError in a task
                     # nobody cancelled) and refuses new ones (RuntimeError). Say what it is.

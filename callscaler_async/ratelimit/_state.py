@@ -151,6 +151,10 @@ _RESET: Final = istr("X-RateLimit-Reset")
 _DATE: Final = istr("Date")
 
 
+# A named tuple's own __new__ is Python code that repacks its arguments: build it directly.
+_new_reading: Final = tuple.__new__
+
+
 def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
     """Read the rate-limit headers; invalid values count as absent, never as an error."""
     get = headers.get
@@ -178,10 +182,6 @@ def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
             date,
         ),
     )
-
-
-# A named tuple's own __new__ is Python code that repacks its arguments: build it directly.
-_new_reading: Final = tuple.__new__
 
 
 class GateState:

@@ -41,9 +41,7 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
-async def in_thread_to_end(
-    func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
-) -> _T:
+async def in_thread_to_end(func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """``asyncio.to_thread``, but a cancelled caller still waits for the thread to finish.
 
     A thread cannot be stopped: without this, a sync cancelled during a checkpoint save or a
@@ -52,7 +50,9 @@ async def in_thread_to_end(
     thread opens after its caller is gone, which nobody then closes.
 
     The caller keeps waiting however many times it is cancelled, and the cancellation is
-    raised once the thread has finished (its result or error is then dropped).
+    raised once the thread has finished (its result or error is then dropped). The price: a
+    thread that hangs (a stuck network filesystem) makes its caller uncancellable until it
+    returns; the threads here only do local file and SQLite work.
     """
     loop = asyncio.get_running_loop()
     call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
@@ -229,7 +229,8 @@ class JSONFileStore:
         try:
             handle = os.fdopen(fd, "w", encoding="utf-8")
         except BaseException:
-            os.close(fd)
+            with contextlib.suppress(OSError):  # fdopen may have taken it over already
+                os.close(fd)
             Path(temp).unlink(missing_ok=True)
             raise
         try:

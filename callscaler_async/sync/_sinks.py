@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from ..models import Call
 from ._checkpoint import in_thread_to_end
 
 __all__ = ["CSVSink", "CallableSink", "JSONLinesSink", "Sink", "as_sink"]
+
+logger = logging.getLogger("callscaler_async.sync")
 
 
 class Sink(Protocol):
@@ -62,7 +65,11 @@ class _FileSink:
             # Cancelled while the thread was opening the file: in_thread_to_end waited for the
             # thread, so the handle is in self._file by now; close it before passing the
             # cancellation on. (If _open itself failed, it closed the handle: a no-op here.)
-            await self.close()
+            # A failure of this cleanup is logged, never raised over the original error.
+            try:
+                await self.close()
+            except Exception:
+                logger.exception("closing %s after an interrupted open failed", self.path)
             raise
 
     def _open(self, state: dict[str, Any] | None) -> None:
