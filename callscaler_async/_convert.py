@@ -129,7 +129,6 @@ def structure_bool(value: Any, _: Any = None) -> bool:
 
 
 _new_object = object.__new__
-_set_attribute = object.__setattr__
 
 
 def _slot_setter(cls: type[Any], name: str) -> Callable[[Any, Any], None]:
@@ -923,9 +922,7 @@ def decode(data: Any, model: type[T], *, path: str = "$", strict: bool = False) 
     """
     if not strict:
         try:
-            # The cached hook read inline: one call fewer on the path every response takes.
-            hook = _fast_hooks.get(model) or _fast_hook(model)
-            return hook(data, model)  # type: ignore[no-any-return]
+            return _fast_hook(model)(data, model)  # type: ignore[no-any-return]
         except Exception:
             pass  # structured again below, slowly, to say where and why
     try:
@@ -945,8 +942,7 @@ def decode_list(data: Any, model: type[T], *, path: str = "$", strict: bool = Fa
     list_type = list[model]  # type: ignore[valid-type]
     if not strict:
         try:
-            hook = _fast_hooks.get(list_type) or _fast_hook(list_type)
-            return hook(data, list_type)  # type: ignore[no-any-return]
+            return _fast_hook(list_type)(data, list_type)  # type: ignore[no-any-return]
         except Exception:
             pass
     try:

@@ -45,7 +45,8 @@ from typing import Any, Final, Generic, TypeVar
 import aiohttp
 import attrs
 import orjson
-from multidict import CIMultiDict, CIMultiDictProxy, istr
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from ._errors import (
@@ -89,9 +90,6 @@ _RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 _MAX_REDIRECTS: Final = 5
 _JSON_CONTENT: Final = {"Content-Type": "application/json"}
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
-# Case-insensitive keys: a lookup in aiohttp's headers skips folding the key's case.
-_LOCATION: Final = istr("Location")
-_CONTENT_ENCODING: Final = istr("Content-Encoding")
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_CAP: Final = 8.0
 
@@ -516,10 +514,6 @@ class Transport:
         every request.)
         """
         route = route or path
-        # Untraced and not due for another look at the global provider: the common case,
-        # decided without a call.
-        if self._tracer is None and time.monotonic() < self._tracer_recheck_at:
-            return self._request(method, path, route, options, params, json, None)
         tracer = self._get_tracer()
         if tracer is None:
             return self._request(method, path, route, options, params, json, None)
@@ -537,15 +531,15 @@ class Transport:
             # OpenTelemetry sets the global provider once per process and refuses to replace
             # it: once a real one was seen, it stays the one.
             return self._tracer
+        now = time.monotonic()
+        if self._tracer is None and now < self._tracer_recheck_at:
+            return None  # untraced, and not due for another look: every request's case
         otel = _opentelemetry()
         if otel is None:
             self._tracer_recheck_at = math.inf  # not installed: not looked up again
             return None
         provider = self._tracer_provider
         if provider is None:
-            now = time.monotonic()
-            if now < self._tracer_recheck_at:
-                return None
             provider = otel.get_tracer_provider()
             if isinstance(provider, otel.ProxyTracerProvider | otel.NoOpTracerProvider):
                 self._tracer_recheck_at = now + 1.0
@@ -611,12 +605,12 @@ class Transport:
         session = self._session
         loop = self._loop
         if session is None or loop is None or loop is not asyncio.get_running_loop():
-            session = self.session()  # creates it; checks the running loop is this client's
+            # Creates the session; raises once the client is closed (aclose() drops it) or
+            # when the running loop is not this client's.
+            session = self.session()
             loop = self._loop
             assert loop is not None
-        if self._closed:
-            raise CallScalerError("this client is closed; create a new CallScaler")
-        gate = self._gate or self.gate
+        gate = self.gate
         url = self.url_for(path)
         attempt = 0
         started = loop.time()
@@ -842,7 +836,7 @@ class Transport:
         loop = self._loop
         assert loop is not None  # bound by session()
         deadline = loop.time() + timeout
-        hop_timeout = self._timeouts.get(timeout) or self._timeout(timeout)
+        hop_timeout = self._timeout(timeout)
         for _ in range(_MAX_REDIRECTS + 1):
             # Awaited, not entered with ``async with``: read() hands the connection back
             # at the end of the body by itself, and every other way out calls release(),
@@ -860,8 +854,9 @@ class Transport:
             )
             try:
                 status = resp.status
-                if status in _REDIRECTS and _LOCATION in resp.headers:
-                    url = resp.url.join(URL(resp.headers[_LOCATION]))
+                # hdrs' names are case-insensitive keys: no case folding per lookup.
+                if status in _REDIRECTS and hdrs.LOCATION in resp.headers:
+                    url = resp.url.join(URL(resp.headers[hdrs.LOCATION]))
                     params = None
                     if status == 303 or (status in (301, 302) and method == "POST"):
                         method, data = "GET", None
@@ -876,7 +871,7 @@ class Transport:
                 if (
                     length is not None
                     and length <= self.max_response_bytes
-                    and _CONTENT_ENCODING not in resp.headers
+                    and hdrs.CONTENT_ENCODING not in resp.headers
                 ):
                     # The size is known and allowed, and the body arrives as sent
                     # (nothing to decompress that could grow it): read it in one go.

@@ -158,21 +158,11 @@ _new_reading: Final = tuple.__new__
 def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
     """Read the rate-limit headers; invalid values count as absent, never as an error."""
     get = headers.get
-    raw_limit, raw_remaining, raw_reset = get(_LIMIT), get(_REMAINING), get(_RESET)
-    try:  # the common case, plain integers, without a call per header
-        limit = int(raw_limit) if raw_limit is not None else None
-        remaining = int(raw_remaining) if raw_remaining is not None else None
-        reset = int(raw_reset) if raw_reset is not None else None
-    except ValueError:
-        limit, remaining, reset = (
-            _parse_int(raw_limit),
-            _parse_int(raw_remaining),
-            _parse_int(raw_reset),
-        )
+    limit = _parse_int(get(_LIMIT))
+    remaining = _parse_int(get(_REMAINING))
+    reset = _parse_int(get(_RESET))
     raw_date = get(_DATE)
-    cached_raw, date = _last_date
-    if raw_date != cached_raw:
-        date = _parse_date(raw_date) if raw_date else None
+    date = _parse_date(raw_date) if raw_date else None
     return _new_reading(
         HeaderReading,
         (
@@ -544,10 +534,10 @@ class GateState:
     ) -> None:
         header_limit, remaining, reset_unix, date_unix = h
         if date_unix is not None:
-            low = date_unix - unix_now
-            high = date_unix + 1.0 - (unix_now - (now - ticket.sent_at))
-            if low > self._skew_lo or high < self._skew_hi:  # else it teaches nothing new
-                self._learn_skew(date_unix, unix_now - (now - ticket.sent_at), unix_now)
+            sent_unix = unix_now - (now - ticket.sent_at)
+            # Only an answer that narrows the interval (see _learn_skew) teaches anything.
+            if date_unix - unix_now > self._skew_lo or date_unix + 1.0 - sent_unix < self._skew_hi:
+                self._learn_skew(date_unix, sent_unix, unix_now)
         if header_limit is not None and header_limit < self.limit:
             # The server knows better: never pace above what it announces.
             self.limit = header_limit

@@ -114,10 +114,17 @@ class BusinessRateGate:
 
     def unix_now(self) -> float:
         """Unix time, anchored to the loop clock (monotonic; virtual under looptime)."""
+        return self._unix_at(None)
+
+    def _unix_at(self, now: float | None) -> float:
+        """Unix time at loop time ``now`` (None: the loop's current time); the wall clock's
+        reading when one was given."""
         if self._wall_clock is not None:
             return self._wall_clock()
-        assert self._loop is not None
-        return self._anchor_unix + (self._loop.time() - self._anchor_loop)
+        if now is None:
+            assert self._loop is not None
+            now = self._loop.time()
+        return self._anchor_unix + (now - self._anchor_loop)
 
     # ---------------------------------------------------------------- admission
 
@@ -273,12 +280,7 @@ class BusinessRateGate:
         if status == 429:
             wait = retry_after if retry_after is not None else self._rate_limit.period
             retry_after = wait + random.uniform(0.0, self._pause_jitter)
-        unix_now = (
-            self._wall_clock()
-            if self._wall_clock is not None
-            else self._anchor_unix + (now - self._anchor_loop)
-        )
-        paused = state.complete(ticket, now, unix_now, reading, status, retry_after)
+        paused = state.complete(ticket, now, self._unix_at(now), reading, status, retry_after)
         if paused is not None and paused > was_paused_until:
             self._begin_pause(now, paused)
         if self._heap:
