@@ -515,7 +515,15 @@ class GateState:
             # Answers expire oldest first: the later answers that still hold a slot are the
             # newest entries of ``recent`` (after this answer's own, the newest of all).
             others = len(recent) - answered
-            self._observe(ticket, now, unix_now, headers, later if later < others else others)
+            if later > others:
+                later = others
+            # Those recorded in the very instant this request went, after it was admitted,
+            # were not answered while it was on its way: the oldest of them, a step or two.
+            first = others - later
+            while later and recent[first] <= ticket.sent_at:
+                later -= 1
+                first += 1
+            self._observe(ticket, now, unix_now, headers, later)
         if self._reset_beyond_refill or self._shots_wanted:  # else it stays False
             self._update_shots_wanted()
         if status == 429:
