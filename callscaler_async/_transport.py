@@ -90,6 +90,7 @@ _RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 _MAX_REDIRECTS: Final = 5
 _JSON_CONTENT: Final = {"Content-Type": "application/json"}
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CONTAINERS: Final = (dict, list)
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_CAP: Final = 8.0
 
@@ -244,8 +245,10 @@ class RawResponse:
 
 def unwrap_envelope(body: Any) -> tuple[Any, str]:
     """The payload inside ``{"data": ...}`` or the legacy unwrapped body, with its JSON path."""
-    if isinstance(body, dict) and "data" in body and isinstance(body["data"], dict | list):
-        return body["data"], "$.data"
+    if isinstance(body, dict):
+        data = body.get("data")
+        if isinstance(data, _CONTAINERS):  # a tuple: ``dict | list`` builds a union per call
+            return data, "$.data"
     return body, "$"
 
 
@@ -397,7 +400,6 @@ class Transport:
         self._tracer_for: Any = None
         self._tracer_recheck_at = -math.inf
         self.base_url = URL(base_url if base_url.endswith("/") else base_url + "/")
-        self._base_str = str(self.base_url)
         self._base_origin = _origin(self.base_url)
         # The headers of a request to the API's own origin, built once, as the read-only
         # multidict aiohttp copies from without converting (it never changes ours).
@@ -476,9 +478,11 @@ class Transport:
     # ----------------------------------------------------------------- requests
 
     def url_for(self, path: str) -> URL:
-        # One parse of base + path (the paths are the SDK's own, ids already validated); the
-        # same URL as ``base_url.join(URL(path))`` for them, at a third of the cost.
-        return URL(self._base_str + path.lstrip("/"))
+        # The paths are the SDK's own (literals, and ids that passed format_id): already
+        # encoded. Appended to the parsed base URL as they are, nothing is parsed or quoted
+        # again: ~10k CPU instructions per request less than parsing base + path
+        # (aiohttp's own parse of a URL string included; callgrind).
+        return self.base_url.joinpath(path.lstrip("/"), encoded=True)
 
     def _headers(self, url: URL, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         if _origin(url) == self._base_origin:
@@ -645,7 +649,7 @@ class Transport:
                 )
             try:
                 status, headers, body = await self._send_json(
-                    session, method, url, params, json, options.timeout
+                    session, method, url, params, json, options.timeout, sent_at
                 )
             except BaseException as exc:
                 gate.complete(ticket, status=None, headers=None)
@@ -680,7 +684,8 @@ class Transport:
                 assert isinstance(rate_error, RateLimitError)
                 retry_after = rate_error.retry_after
             gate.complete(ticket, status=status, headers=headers, retry_after=retry_after)
-            elapsed = loop.time() - sent_at
+            received_at = loop.time()
+            elapsed = received_at - sent_at
             if debug:
                 logger.debug(
                     "%s %s -> %d (attempt %d, %.1f ms)",
@@ -711,7 +716,7 @@ class Transport:
                     data = None if not body.strip() else _INVALID  # empty: no content
                 if data is not _INVALID:
                     raw = RawResponse(
-                        status, headers, body, method, route, attempt, loop.time() - started, data
+                        status, headers, body, method, route, attempt, received_at - started, data
                     )
                     sink = _raw_capture.get()
                     if sink is not None:
@@ -827,6 +832,7 @@ class Transport:
         params: Mapping[str, str] | None,
         json: Any,
         timeout: float,
+        sent_at: float,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         data = orjson.dumps(json) if json is not None else None
         # The first hop always goes to the API's origin: its prebuilt headers as they are.
@@ -835,7 +841,7 @@ class Transport:
         # It bounds the whole exchange, redirects included: each hop gets what is left.
         loop = self._loop
         assert loop is not None  # bound by session()
-        deadline = loop.time() + timeout
+        deadline = sent_at + timeout  # (sent_at: the loop's time just now, after the gate)
         hop_timeout = self._timeout(timeout)
         for _ in range(_MAX_REDIRECTS + 1):
             # Awaited, not entered with ``async with``: read() hands the connection back

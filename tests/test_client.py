@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from yarl import URL
 
 import callscaler_async as cs
 from callscaler_async.testing import FakeCallScaler
@@ -48,6 +49,34 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
     with pytest.raises(ValueError, match="allow_insecure_http"):
         cs.CallScaler("cs_key_x", base_url="http://api.example.com/api/v1/")
     cs.CallScaler("cs_key_x", base_url="http://api.example.com/", allow_insecure_http=True)
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://api.callscaler.com/v1",
+        "https://API.CallScaler.com/v1/",
+        "https://bücher.example/api v1/",
+        "http://[::1]:8080/api%20x/v1/",
+        "http://127.0.0.1:8080",
+    ],
+)
+def test_request_urls_are_base_plus_path(base_url: str) -> None:
+    # url_for appends the SDK's (already encoded) paths to the parsed base without parsing
+    # again: it must give the URL a parse of the whole string gives.
+    call_id = str(uuid.uuid4())
+    client = cs.CallScaler("cs_key_x", base_url=base_url, allow_insecure_http=True)
+    transport = client._transport
+    for path in (f"calls/{call_id}", "call-flows", f"calls/{call_id}/recording"):
+        url = transport.url_for(path)
+        expected = URL(str(transport.base_url) + path)
+        assert url == expected
+        assert str(url) == str(expected)
+        assert (url.host, url.port, url.raw_path) == (
+            expected.host,
+            expected.port,
+            expected.raw_path,
+        )
 
 
 @pytest.mark.parametrize(
