@@ -139,10 +139,11 @@ class BusinessRateGate:
         now = loop.time()
         if self._heap or now < self._stagger_until:
             return None
-        ticket = self._state.try_admit(now)
-        if ticket is not None:
-            self.requests_admitted += 1
-        return ticket
+        state = self._state
+        if state.capacity(now) <= 0:  # try_admit's two steps: one call less on every request
+            return None
+        self.requests_admitted += 1
+        return state.admit(now)
 
     async def acquire(
         self, *, priority: Priority = "normal", max_wait: float | None = None
