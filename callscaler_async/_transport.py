@@ -841,7 +841,7 @@ class Transport:
         # It bounds the whole exchange, redirects included: each hop gets what is left.
         loop = self._loop
         assert loop is not None  # bound by session()
-        deadline = sent_at + timeout  # (sent_at: the loop's time just now, after the gate)
+        deadline = sent_at + timeout  # (sent_at: read once the gate admitted the request)
         hop_timeout = self._timeout(timeout)
         for _ in range(_MAX_REDIRECTS + 1):
             # Awaited, not entered with ``async with``: read() hands the connection back
