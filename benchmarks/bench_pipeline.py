@@ -19,6 +19,13 @@ the event loop per request.
 On a 2-core machine the server process and the client each get roughly one core, so the
 requests/s are bounded by whichever is slower; the CPU column is the SDK's own cost.
 
+``--breakdown`` times the steps between the two, side by side in the same rounds: aiohttp
+called as the SDK's transport calls it (response awaited, prebuilt headers, the path
+appended to the parsed base URL), the same plus decoding into ``Call``, the SDK with a
+rate gate that admits everything (``rate_limiter=`` a no-op gate), and the SDK. The
+differences are what each part costs in place, between aiohttp's work and the system
+calls, which is more than the same code costs in a loop (cold caches).
+
 ``--instructions`` counts instead of timing: the client runs under ``valgrind
 --tool=callgrind`` (the server natively), twice per side (1,000 and 3,000 requests), and
 the difference is the client's CPU instructions per request: the same on every run and
@@ -28,6 +35,7 @@ runs at a somewhat lower rate per instruction, so the timed ratio is a little lo
 
     python benchmarks/bench_pipeline.py [--seconds 2.0] [--rounds 5] [--concurrency 1 16 256]
     python benchmarks/bench_pipeline.py --instructions [--concurrency 16 256]
+    python benchmarks/bench_pipeline.py --breakdown [--concurrency 16 256]
 """
 
 from __future__ import annotations
@@ -51,8 +59,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 import callscaler_async as cs
+from callscaler_async._convert import decode
+from callscaler_async.ratelimit import Ticket
 
 CONNECTION_LIMIT = 100
 
@@ -218,6 +230,100 @@ async def main_async(args: argparse.Namespace, base_url: str, api_key: str) -> N
           f"(worst {worst:.2f}x)")  # fmt: skip
 
 
+# -- breakdown ----------------------------------------------------------------------------
+
+
+class NullGate:
+    """A rate gate that admits every request at once and records nothing (``--breakdown``:
+    the SDK without its gate's bookkeeping)."""
+
+    name = "bench-null-gate"
+    rate_limit = cs.RateLimit(requests=100_000_000, period=60.0)
+
+    def try_acquire(self) -> Ticket:
+        return Ticket(0, 0.0)
+
+    async def acquire(self, *, priority: str = "normal", max_wait: float | None = None) -> Ticket:
+        return Ticket(0, 0.0)
+
+    def complete(self, ticket: Ticket, *, status: int | None, headers: Any,
+                 retry_after: float | None = None) -> None:  # fmt: skip
+        pass
+
+    def abandon(self, ticket: Ticket) -> None:
+        pass
+
+    def snapshot(self) -> Any:
+        raise NotImplementedError
+
+
+async def run_like_sdk(base_url: str, api_key: str, ids: list[str], tasks: int,
+                       seconds: float, decoded: bool) -> tuple[float, float]:  # fmt: skip
+    """aiohttp called the way the SDK's transport calls it; ``decoded``: plus ``decode``."""
+    headers = CIMultiDictProxy(CIMultiDict({
+        "User-Agent": "callscaler-async", "Accept": "application/json",
+        "Authorization": f"Bearer {api_key}",
+    }))  # fmt: skip
+    base = URL(base_url)
+    timeout = aiohttp.ClientTimeout(total=30.0)
+    connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def fetch(call_id: str) -> Any:
+            url = base.joinpath(f"calls/{call_id}", encoded=True)
+            resp = await session.request(
+                "GET", url, headers=headers, allow_redirects=False, timeout=timeout
+            )
+            body = orjson.loads(await resp.read())
+            if resp.status != 200:
+                raise RuntimeError(f"like-sdk: {resp.status} {body!r:.200}")
+            return decode(body["data"]["call"], cs.Call) if decoded else body
+
+        return await drive(fetch, ids, tasks, seconds)
+
+
+async def run_sdk_null_gate(base_url: str, api_key: str, ids: list[str], tasks: int,
+                            seconds: float) -> tuple[float, float]:  # fmt: skip
+    async with cs.CallScaler(api_key, base_url=base_url, rate_limiter=NullGate()) as client:
+
+        async def fetch(call_id: str) -> cs.Call:
+            return await client.calls.get(call_id)
+
+        return await drive(fetch, ids, tasks, seconds)
+
+
+async def main_breakdown(args: argparse.Namespace, base_url: str, api_key: str) -> None:
+    ids = await call_ids(base_url, api_key, 500)
+    steps: list[tuple[str, Callable[[int, int], Awaitable[tuple[float, float]]]]] = [
+        ("raw aiohttp + orjson", lambda t, r: run_raw(base_url, api_key, ids, t, args.seconds)),
+        ("aiohttp as the SDK calls it",
+         lambda t, r: run_like_sdk(base_url, api_key, ids, t, args.seconds, False)),
+        ("  + decode into Call",
+         lambda t, r: run_like_sdk(base_url, api_key, ids, t, args.seconds, True)),
+        ("SDK, no-op rate gate",
+         lambda t, r: run_sdk_null_gate(base_url, api_key, ids, t, args.seconds)),
+        ("SDK", lambda t, r: run_sdk(base_url, api_key, ids, t, args.seconds, r)),
+    ]  # fmt: skip
+    python = sys.version.split()[0]
+    print(f"pipeline breakdown: GET calls/{{id}}, best of {args.rounds} x {args.seconds:g}s "
+          f"rounds (all steps in each round), Python {python}")  # fmt: skip
+    header = (f"{'tasks':>6} | {'step':<28} | {'req/s':>8} | {'vs raw':>6} | "
+              f"{'CPU/req':>7} | {'step adds':>9}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for tasks in args.concurrency:
+        best = [(0.0, 0.0)] * len(steps)
+        for r in range(args.rounds):
+            for i, (_, run) in enumerate(steps):
+                best[i] = max(best[i], await run(tasks, r))
+        raw_rps, _ = best[0]
+        for i, (label, _) in enumerate(steps):
+            rps, cpu = best[i]
+            adds = "" if i == 0 else f"{(cpu - best[i - 1][1]) * 1e6:>7.1f}µs"
+            print(f"{tasks:>6} | {label:<28} | {rps:>8,.0f} | {rps / raw_rps:>5.2f}x | "
+                  f"{cpu * 1e6:>5.0f}µs | {adds:>9}")  # fmt: skip
+
+
 # -- instruction counts -------------------------------------------------------------------
 
 
@@ -315,12 +421,17 @@ def main() -> None:
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions under valgrind"
     )
+    parser.add_argument(
+        "--breakdown", action="store_true", help="time the steps from raw aiohttp to the SDK"
+    )
     args = parser.parse_args()
     if args.concurrency is None:
-        args.concurrency = [16, 256] if args.instructions else [1, 16, 256]
+        args.concurrency = [16, 256] if args.instructions or args.breakdown else [1, 16, 256]
     with sandbox(calls=500) as (base_url, api_key):
         if args.instructions:
             main_instructions(args, base_url, api_key)
+        elif args.breakdown:
+            asyncio.run(main_breakdown(args, base_url, api_key))
         else:
             asyncio.run(main_async(args, base_url, api_key))
 
