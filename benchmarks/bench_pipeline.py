@@ -111,6 +111,13 @@ def sandbox(calls: int) -> Any:
             proc.wait()
 
 
+def print_head(title: str, header: str) -> None:
+    """The title line (with the Python version), the column header and its rule."""
+    print(f"{title}, Python {sys.version.split()[0]}")
+    print(header)
+    print("-" * len(header))
+
+
 async def call_ids(base_url: str, api_key: str, count: int) -> list[str]:
     ids: list[str] = []
     headers = {"Authorization": f"Bearer {api_key}"}
@@ -211,13 +218,12 @@ async def main_async(args: argparse.Namespace, base_url: str, api_key: str) -> N
         rows.append((tasks, raw_best, sdk_best))
         medians.append(statistics.median(pairs))
 
-    python = sys.version.split()[0]
-    print(f"pipeline: GET calls/{{id}}, fake API in a separate process, "
-          f"best of {args.rounds} x {args.seconds:g}s rounds, Python {python}")  # fmt: skip
-    header = (f"{'tasks':>6} | {'raw req/s':>10} | {'sdk req/s':>10} | {'sdk/raw':>7} | "
-              f"{'raw CPU/req':>11} | {'sdk CPU/req':>11} | {'SDK adds':>9}")  # fmt: skip
-    print(header)
-    print("-" * len(header))
+    print_head(
+        f"pipeline: GET calls/{{id}}, fake API in a separate process, "
+        f"best of {args.rounds} x {args.seconds:g}s rounds",
+        f"{'tasks':>6} | {'raw req/s':>10} | {'sdk req/s':>10} | {'sdk/raw':>7} | "
+        f"{'raw CPU/req':>11} | {'sdk CPU/req':>11} | {'SDK adds':>9}",
+    )
     for row, median in zip(rows, medians, strict=True):
         tasks, (raw_rps, raw_cpu), (sdk_rps, sdk_cpu) = row
         print(
@@ -304,13 +310,12 @@ async def main_breakdown(args: argparse.Namespace, base_url: str, api_key: str) 
          lambda t, r: run_sdk_null_gate(base_url, api_key, ids, t, args.seconds)),
         ("SDK", lambda t, r: run_sdk(base_url, api_key, ids, t, args.seconds, r)),
     ]  # fmt: skip
-    python = sys.version.split()[0]
-    print(f"pipeline breakdown: GET calls/{{id}}, best of {args.rounds} x {args.seconds:g}s "
-          f"rounds (all steps in each round), Python {python}")  # fmt: skip
-    header = (f"{'tasks':>6} | {'step':<28} | {'req/s':>8} | {'vs raw':>6} | "
-              f"{'CPU/req':>7} | {'step adds':>9}")  # fmt: skip
-    print(header)
-    print("-" * len(header))
+    print_head(
+        f"pipeline breakdown: GET calls/{{id}}, best of {args.rounds} x {args.seconds:g}s "
+        "rounds (all steps in each round)",
+        f"{'tasks':>6} | {'step':<28} | {'req/s':>8} | {'vs raw':>6} | "
+        f"{'CPU/req':>7} | {'step adds':>9}",
+    )
     for tasks in args.concurrency:
         best = [(0.0, 0.0)] * len(steps)
         for r in range(args.rounds):
@@ -384,16 +389,11 @@ def count_instructions(side: str, tasks: int, requests: int, base_url: str, api_
 def main_instructions(args: argparse.Namespace, base_url: str, api_key: str) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
-    python = sys.version.split()[0]
-    print(
-        f"pipeline: GET calls/{{id}}, client CPU instructions per request under callgrind "
-        f"(3,000 minus 1,000 requests), fake API in another process, Python {python}"
+    print_head(
+        "pipeline: GET calls/{id}, client CPU instructions per request under callgrind "
+        "(3,000 minus 1,000 requests), fake API in another process",
+        f"{'tasks':>6} | {'raw instr/req':>13} | {'sdk instr/req':>13} | {'raw/sdk':>7} | SDK adds",
     )
-    header = (
-        f"{'tasks':>6} | {'raw instr/req':>13} | {'sdk instr/req':>13} | {'raw/sdk':>7} | SDK adds"
-    )
-    print(header)
-    print("-" * len(header))
     worst = math.inf
     for tasks in args.concurrency:
         per_request = {}
