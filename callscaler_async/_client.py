@@ -99,6 +99,10 @@ class CallScaler:
         parsed = URL(url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"base_url must be an http(s) URL, got {url!r}")
+        if parsed.raw_query_string or parsed.raw_fragment or url.endswith(("?", "#")):
+            # Every request path is appended to the base URL's path: a query or fragment
+            # there would be dropped (or, as text, swallow the path).
+            raise ValueError(f"base_url must not have a query or a fragment, got {url!r}")
         if parsed.scheme == "http" and not _is_loopback(parsed.host) and not allow_insecure_http:
             raise ValueError(
                 f"refusing to send the API key over plain http to {parsed.host}; use https, "

@@ -649,7 +649,7 @@ class Transport:
                 )
             try:
                 status, headers, body = await self._send_json(
-                    session, method, url, params, json, options.timeout, sent_at
+                    session, method, url, params, json, options.timeout
                 )
             except BaseException as exc:
                 gate.complete(ticket, status=None, headers=None)
@@ -832,7 +832,6 @@ class Transport:
         params: Mapping[str, str] | None,
         json: Any,
         timeout: float,
-        sent_at: float,
     ) -> tuple[int, CIMultiDictProxy[str], bytes]:
         data = orjson.dumps(json) if json is not None else None
         # The first hop always goes to the API's origin: its prebuilt headers as they are.
@@ -841,7 +840,7 @@ class Transport:
         # It bounds the whole exchange, redirects included: each hop gets what is left.
         loop = self._loop
         assert loop is not None  # bound by session()
-        deadline = sent_at + timeout  # (sent_at: read once the gate admitted the request)
+        deadline = loop.time() + timeout  # (after the on_request hooks: not theirs to spend)
         hop_timeout = self._timeout(timeout)
         for _ in range(_MAX_REDIRECTS + 1):
             # Awaited, not entered with ``async with``: read() hands the connection back

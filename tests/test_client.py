@@ -53,6 +53,16 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "base_url",
+    ["https://h.example/v1?tenant=2", "https://h.example/v1/#top", "https://h.example/v1?"],
+)
+def test_base_url_with_a_query_or_fragment_is_refused(base_url: str) -> None:
+    # The request paths are appended to the base URL's path: a query would be lost.
+    with pytest.raises(ValueError, match="query or a fragment"):
+        cs.CallScaler("cs_key_x", base_url=base_url)
+
+
+@pytest.mark.parametrize(
+    "base_url",
     [
         "https://api.callscaler.com/v1",
         "https://API.CallScaler.com/v1/",

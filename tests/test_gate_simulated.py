@@ -290,6 +290,21 @@ def test_headers_are_parsed_leniently() -> None:
     assert parse_rate_headers({}).limit is None
 
 
+async def test_absurdly_large_header_values_count_as_absent() -> None:
+    # A 400-digit number parses as an int but not as a float: it once escaped complete()
+    # as an OverflowError and left the request in flight for good (its slot lost).
+    huge = "1" * 400
+    headers = {"X-RateLimit-Limit": huge, "X-RateLimit-Remaining": huge, "X-RateLimit-Reset": huge}
+    reading = parse_rate_headers(headers)
+    assert (reading.limit, reading.remaining, reading.reset_unix) == (None, None, None)
+    assert parse_rate_headers({"X-RateLimit-Reset": "1e400"}).reset_unix is None
+    gate = make_gate()
+    ticket = gate.try_acquire()
+    assert ticket is not None
+    gate.complete(ticket, status=200, headers=headers)
+    assert ticket.done and gate.state.in_flight == 0
+
+
 def test_headers_are_found_in_any_case_in_aiohttp_headers() -> None:
     headers = CIMultiDictProxy(
         CIMultiDict(

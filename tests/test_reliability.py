@@ -221,6 +221,20 @@ async def test_answer_slower_than_timeout_is_retried() -> None:
 
 
 @pytest.mark.looptime
+async def test_on_request_hooks_do_not_spend_the_timeout_of_a_redirect() -> None:
+    # The timeout bounds the exchange (redirect hops included) from the moment the request
+    # leaves: a slow on_request hook before it is not the server's time.
+    async def slow_hook(event: cs.RequestEvent) -> None:
+        await asyncio.sleep(0.8)
+
+    async with harness(timeout=1.0, max_retries=0, on_request=slow_hook) as (fake, client):
+        fake.faults.redirect_to(f"{fake.base_url}account/balance", path="account/balance", n=1)
+        fake.faults.slow_next(1, delay=0.3, path="account/balance")  # the first hop
+        await client.account.balance()
+        assert fake.stats.requests == 2
+
+
+@pytest.mark.looptime
 async def test_always_slow_is_a_timeout_error_and_a_post_is_sent_once() -> None:
     async with harness(timeout=2.0, max_retries=2) as (fake, client):
         fake.faults.slow_next(10, delay=30.0)

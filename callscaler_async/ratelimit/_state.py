@@ -114,20 +114,25 @@ class HeaderReading(NamedTuple):
     date_unix: float | None
 
 
+# No rate limit, count or Unix time comes near this: a larger value is nonsense, and as an
+# int it would not even convert to a float (an OverflowError out of the gate's arithmetic).
+_MAX_HEADER_INT: Final = 2**53
+
+
 def _parse_int(value: str | None) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)  # int() itself ignores surrounding whitespace
+        number = int(value)  # int() itself ignores surrounding whitespace
     except ValueError:
-        pass
-    try:
-        as_float = float(value)
-    except ValueError:
-        return None
-    if not math.isfinite(as_float):
-        return None
-    return int(as_float)
+        try:
+            as_float = float(value)
+        except ValueError:
+            return None
+        if not math.isfinite(as_float):
+            return None
+        number = int(as_float)
+    return number if -_MAX_HEADER_INT <= number <= _MAX_HEADER_INT else None
 
 
 # ``Date`` has a resolution of one second, so consecutive answers repeat it: the last parse
@@ -208,6 +213,7 @@ class GateState:
     # Slots: past 30 attributes an instance's dict stops sharing its keys, and CPython then
     # looks up every ``self.method()`` generically (about 8% of the gate's cost per request).
     __slots__ = (
+        "__weakref__",
         "_answers",
         "_foreign",
         "_foreign_alert_until",
