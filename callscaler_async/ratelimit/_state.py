@@ -97,11 +97,6 @@ class Ticket:
     answers_before: int = 0
 
 
-# GateState.admit fills a Ticket's fields in itself (keep it in step with the fields above):
-# calling the class would run its __init__ in a second interpreter frame, on every request.
-_new_ticket: Final = object.__new__
-
-
 class HeaderReading(NamedTuple):
     """The ``X-RateLimit-*`` and ``Date`` headers of one response, parsed; None where absent.
 
@@ -219,14 +214,12 @@ class GateState:
         "_foreign_alert_until",
         "_foreign_held",
         "_foreign_until",
-        "_half_period",
         "_hold",
         "_in_flight",
         "_in_flight_seqs",
         "_last_admit",
         "_latency",
         "_max_latency",
-        "_max_reset_ahead",
         "_next_expiry",
         "_obs_remaining",
         "_obs_seq",
@@ -266,9 +259,6 @@ class GateState:
             raise ValueError(f"period must be > 0, got {period!r}")
         self.limit = limit
         self.period = period
-        # (Derived from period once: read on every request.)
-        self._half_period = period / 2
-        self._max_reset_ahead = _MAX_RESET_PERIODS * period + 2.0
         self.reset_margin = (
             reset_margin if reset_margin is not None else min(1.0, max(0.005, period / 200))
         )
@@ -354,7 +344,7 @@ class GateState:
         sliding = ledger
         observed = self._obs_remaining
         if observed is not None:
-            if now - self._obs_time > self._half_period:
+            if now - self._obs_time > self.period / 2:
                 # What we know of the server is stale (someone else may have spent the
                 # budget meanwhile): send a few scouts and let their answers speak first.
                 scouts = max(1, self.limit // 10) - self._in_flight
@@ -493,10 +483,6 @@ class GateState:
             ready = now + 0.001
         return ready
 
-    def try_admit(self, now: float) -> Ticket | None:
-        """``admit(now)`` if ``capacity(now)`` allows one more request, else None."""
-        return self.admit(now) if self.capacity(now) > 0 else None
-
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
         if now >= self._next_expiry:
@@ -505,11 +491,7 @@ class GateState:
         self._in_flight += 1
         self._in_flight_seqs.append(seq)
         self._obs_uncounted += 1
-        ticket = _new_ticket(Ticket)  # Ticket(seq, now, False, self._answers), one frame less
-        ticket.seq = seq
-        ticket.sent_at = now
-        ticket.done = False
-        ticket.answers_before = self._answers
+        ticket = Ticket(seq, now, False, self._answers)
         probe_at = self._probe_at
         probe = probe_at is not None and now >= probe_at and self._probe_due(now)
         self._last_admit = now
@@ -661,7 +643,7 @@ class GateState:
             # smallest skew the Date headers allow (no Date yet: assume a second behind).
             skew = self._skew_lo if self._skew_lo > -math.inf else -1.0
             ahead = reset_unix - (unix_now + skew)
-            if -1.0 <= ahead <= self._max_reset_ahead:
+            if -1.0 <= ahead <= _MAX_RESET_PERIODS * period + 2.0:
                 reset_at = now + ahead if ahead > 0.0 else now
                 self.reset_unix = reset_unix
         self.reset_at = reset_at

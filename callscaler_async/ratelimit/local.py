@@ -139,11 +139,9 @@ class BusinessRateGate:
         now = loop.time()
         if self._heap or now < self._stagger_until:
             return None
-        state = self._state
-        if state.capacity(now) <= 0:  # try_admit's two steps: one call less on every request
+        if self._state.capacity(now) <= 0:
             return None
-        self.requests_admitted += 1
-        return state.admit(now)
+        return self._admit(now)
 
     async def acquire(
         self, *, priority: Priority = "normal", max_wait: float | None = None
