@@ -49,6 +49,7 @@ from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from . import _loops
 from ._errors import (
     APIConnectionError,
     APIStatusError,
@@ -419,6 +420,7 @@ class Transport:
         self._session = session
         self._owns_session = session is None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_binding = -1  # set with _loop (see _loops.bind)
         self._closed = False
         self.max_response_bytes = max_response_bytes
         self.hooks = hooks
@@ -432,6 +434,7 @@ class Transport:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
+            self._loop_binding = _loops.bind(loop)
         elif self._loop is not loop:
             raise RuntimeError(
                 "this CallScaler client was created for another event loop; create one client "
@@ -608,7 +611,7 @@ class Transport:
         """The pipeline: gate, send, classify, retry. ``trace`` only when tracing."""
         session = self._session
         loop = self._loop
-        if session is None or loop is None or loop is not asyncio.get_running_loop():
+        if session is None or loop is None or not _loops.is_running(loop, self._loop_binding):
             # Creates the session; raises once the client is closed (aclose() drops it) or
             # when the running loop is not this client's.
             session = self.session()
@@ -776,7 +779,8 @@ class Transport:
         trace: _RequestTrace | None = None,
     ) -> Ticket:
         gate = self.gate
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # checked by _request, the caller
+        assert loop is not None
         paused = False
         if self.hooks.on_rate_limit_wait or logger.isEnabledFor(logging.INFO):
             # Read before waiting: once admitted, the pause that held us is over.

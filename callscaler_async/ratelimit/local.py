@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from .. import _loops
 from .._errors import RateLimitError
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
 from ._state import GateState, Ticket, parse_rate_headers
@@ -70,6 +71,7 @@ class BusinessRateGate:
         self._name = name
         self._state = GateState(rate_limit.requests, rate_limit.period)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_binding = -1  # set with _loop (see _loops.bind)
         self._wall_clock = wall_clock
         self._anchor_unix = 0.0
         self._anchor_loop = 0.0
@@ -103,6 +105,7 @@ class BusinessRateGate:
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
+            self._loop_binding = _loops.bind(loop)
             self._anchor_unix = time.time()
             self._anchor_loop = loop.time()
         elif self._loop is not loop:
@@ -134,7 +137,7 @@ class BusinessRateGate:
         The transport's fast path: no coroutine, no future, no timer when budget is free.
         """
         loop = self._loop
-        if loop is None or loop is not asyncio.get_running_loop():
+        if loop is None or not _loops.is_running(loop, self._loop_binding):
             loop = self._bind()  # first use, or the wrong loop (raises)
         now = loop.time()
         if self._heap or now < self._stagger_until:

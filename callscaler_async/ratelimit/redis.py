@@ -93,6 +93,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import attrs
 
+from .. import _loops
 from .._errors import RateLimitError, RateLimiterUnavailable
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
 from ._state import GateState, Ticket, parse_rate_headers
@@ -322,6 +323,7 @@ class RedisRateLimiter:
         self._pause_script: AsyncScript | None = None
         self._state = GateState(rate_limit.requests, period)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_binding = -1  # set with _loop (see _loops.bind)
         self._anchor_unix = 0.0
         self._anchor_loop = 0.0
         self._heap: list[tuple[int, int, _Waiter]] = []
@@ -381,9 +383,13 @@ class RedisRateLimiter:
         )
 
     def _bind(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop
+        if loop is not None and _loops.is_running(loop, self._loop_binding):
+            return loop  # every acquire's case (no get_running_loop() system call on 3.11)
         loop = asyncio.get_running_loop()
         if self._loop is None:
             self._loop = loop
+            self._loop_binding = _loops.bind(loop)
             self._anchor_unix = time.time()
             self._anchor_loop = loop.time()
         elif self._loop is not loop:
