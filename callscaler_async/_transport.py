@@ -30,7 +30,6 @@ Observability lives here too, so that every request is seen the same way:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import functools
 import importlib
@@ -129,12 +128,6 @@ def _being_cancelled() -> bool:
     except RuntimeError:  # no running loop: a coroutine closed after its loop ended
         return True
     return task is not None and task.cancelling() > 0
-
-
-def _expire_waiter(waiter: asyncio.Future[None]) -> None:
-    """A request's deadline passed while it waited for a connection."""
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 @attrs.frozen
@@ -432,13 +425,6 @@ class Transport:
         self.max_response_bytes = max_response_bytes
         self.hooks = hooks
         self._connection_limit = connection_limit
-        # Connections of the SDK's own session free for a request; requests beyond them wait
-        # in _wait_for_connection. None with the caller's session (its pool is theirs: its
-        # requests wait inside aiohttp).
-        self._free_connections: int | None = (
-            connection_limit if session is None and connection_limit > 0 else None
-        )
-        self._connection_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.requests_sent = 0
         self.sessions_created = 0
 
@@ -855,113 +841,59 @@ class Transport:
         # The first hop always goes to the API's origin: its prebuilt headers as they are.
         headers = self._api_headers if data is None else self._headers(url, _JSON_CONTENT)
         # The timeout starts here, after the gate: waiting for budget is not a slow server.
-        # It bounds the whole exchange (a wait for a connection and redirects included):
-        # each step gets what is left.
+        # It bounds the whole exchange, redirects included: each hop gets what is left.
         loop = self._loop
         assert loop is not None  # bound by session()
         deadline = loop.time() + timeout  # (after the on_request hooks: not theirs to spend)
         hop_timeout = self._timeout(timeout)
-        pooled = self._free_connections is not None
-        if pooled:
-            if self._free_connections and not self._connection_waiters:
-                self._free_connections -= 1
-            else:
-                left = await self._wait_for_connection(loop, deadline)
-                hop_timeout = aiohttp.ClientTimeout(total=left)
-        try:
-            for _ in range(_MAX_REDIRECTS + 1):
-                # Awaited, not entered with ``async with``: read() hands the connection back
-                # at the end of the body by itself, and every other way out calls release(),
-                # as the context manager's exit would (a connection left mid-body is closed).
-                # That spares the two coroutine levels of aiohttp's context managers: ~17k
-                # instructions per request (callgrind), a sixth of what the SDK adds.
-                resp = await session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=hop_timeout,
-                )
-                try:
-                    status = resp.status
-                    # hdrs' names are case-insensitive keys: no case folding per lookup.
-                    if status in _REDIRECTS and hdrs.LOCATION in resp.headers:
-                        url = resp.url.join(URL(resp.headers[hdrs.LOCATION]))
-                        params = None
-                        if status == 303 or (status in (301, 302) and method == "POST"):
-                            method, data = "GET", None
-                        headers = self._headers(url, _JSON_CONTENT if data is not None else None)
-                        left = deadline - loop.time()
-                        if left <= 0:
-                            raise TimeoutError
-                        hop_timeout = aiohttp.ClientTimeout(total=left)
-                        resp.release()
-                        continue
-                    length = resp.content_length
-                    if (
-                        length is not None
-                        and length <= self.max_response_bytes
-                        and hdrs.CONTENT_ENCODING not in resp.headers
-                    ):
-                        # The size is known and allowed, and the body arrives as sent
-                        # (nothing to decompress that could grow it): read it in one go.
-                        body = await resp.read()
-                    else:
-                        body = await self._read_limited(resp, method, url)
-                except BaseException:
-                    resp.release()
-                    raise
-                return status, resp.headers, body
-            raise APIConnectionError(
-                f"too many redirects ({_MAX_REDIRECTS})", method=method, url=str(url)
+        for _ in range(_MAX_REDIRECTS + 1):
+            # Awaited, not entered with ``async with``: read() hands the connection back
+            # at the end of the body by itself, and every other way out calls release(),
+            # as the context manager's exit would (a connection left mid-body is closed).
+            # That spares the two coroutine levels of aiohttp's context managers: ~17k
+            # instructions per request (callgrind), a sixth of what the SDK adds.
+            resp = await session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                allow_redirects=False,
+                timeout=hop_timeout,
             )
-        finally:
-            if pooled:
-                self._release_connection()
-
-    async def _wait_for_connection(self, loop: asyncio.AbstractEventLoop, deadline: float) -> float:
-        """Wait for one of the session's connections (all are busy), first come first served.
-
-        The SDK's requests wait here rather than inside aiohttp, whose queue holds each
-        waiting request's whole state (request object, headers, timers) and wakes a waiter
-        through a shuffle of its hosts: at 256 tasks over 100 connections, the SDK spent
-        ~20 µs more per request that way (``bench_pipeline.py``, paired rounds). The wait
-        is part of the request's timeout (TimeoutError at ``deadline``), as it was in
-        aiohttp's. Returns the seconds left until ``deadline``; the connection is then the
-        caller's (give it back with ``_release_connection``).
-        """
-        if deadline <= loop.time():
-            raise TimeoutError
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._connection_waiters.append(waiter)
-        timer = loop.call_at(deadline, _expire_waiter, waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                # Handed a connection in the same instant we were cancelled: pass it on.
-                self._release_connection()
-            raise
-        finally:
-            timer.cancel()
-        left = deadline - loop.time()
-        if left <= 0:  # handed one in the instant the deadline passed
-            self._release_connection()
-            raise TimeoutError
-        return left
-
-    def _release_connection(self) -> None:
-        """Hand a connection back: to the longest waiting request, or to the free ones."""
-        waiters = self._connection_waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():  # (cancelled or timed out waiters are skipped)
-                waiter.set_result(None)
-                return
-        assert self._free_connections is not None
-        self._free_connections += 1
+            try:
+                status = resp.status
+                # hdrs' names are case-insensitive keys: no case folding per lookup.
+                if status in _REDIRECTS and hdrs.LOCATION in resp.headers:
+                    url = resp.url.join(URL(resp.headers[hdrs.LOCATION]))
+                    params = None
+                    if status == 303 or (status in (301, 302) and method == "POST"):
+                        method, data = "GET", None
+                    headers = self._headers(url, _JSON_CONTENT if data is not None else None)
+                    left = deadline - loop.time()
+                    if left <= 0:
+                        raise TimeoutError
+                    hop_timeout = aiohttp.ClientTimeout(total=left)
+                    resp.release()
+                    continue
+                length = resp.content_length
+                if (
+                    length is not None
+                    and length <= self.max_response_bytes
+                    and hdrs.CONTENT_ENCODING not in resp.headers
+                ):
+                    # The size is known and allowed, and the body arrives as sent
+                    # (nothing to decompress that could grow it): read it in one go.
+                    body = await resp.read()
+                else:
+                    body = await self._read_limited(resp, method, url)
+            except BaseException:
+                resp.release()
+                raise
+            return status, resp.headers, body
+        raise APIConnectionError(
+            f"too many redirects ({_MAX_REDIRECTS})", method=method, url=str(url)
+        )
 
     async def _read_limited(self, resp: aiohttp.ClientResponse, method: str, url: URL) -> bytes:
         limit = self.max_response_bytes

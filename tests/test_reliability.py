@@ -17,7 +17,6 @@ import datetime as dt
 import itertools
 import os
 import random
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -342,86 +341,6 @@ async def test_closing_the_client_ends_requests_queued_for_a_connection() -> Non
         # A typed error for each (none was cancelled by its caller), nothing left waiting.
         assert all(isinstance(d, cs.APIConnectionError) for d in done), {type(d) for d in done}
         assert all("closed" in str(d) for d in done)
-
-
-@pytest.mark.looptime
-async def test_requests_queued_for_a_connection_get_one_first_come_first_served() -> None:
-    async with harness(calls=60) as (fake, client):
-        ids = [c.id for c in (await client.calls.list(per_page=30)).items]
-        fake.latency = 1.0
-        holding = [asyncio.create_task(client.calls.get(ids[0])) for _ in range(100)]
-        await asyncio.sleep(0.5)
-        fake.reset_stats()
-        queued = []
-        for call_id in ids[1:21]:  # queued one after another, in this order
-            queued.append(asyncio.create_task(client.calls.get(call_id)))
-            await asyncio.sleep(0.01)
-        await asyncio.gather(*holding, *queued)
-        assert [record.path for record in fake.stats.log] == [f"calls/{i}" for i in ids[1:21]]
-
-
-@pytest.mark.looptime
-async def test_a_connection_handed_to_a_request_cancelled_in_that_instant_goes_on() -> None:
-    """The queue's race, step by step: a connection handed to the first waiter in the same
-    instant that waiter is cancelled goes to the next one, not lost."""
-    client = cs.CallScaler("cs_key_queue000SECRET", base_url="http://127.0.0.1:9/")
-    transport = client._transport
-    loop = asyncio.get_running_loop()
-    transport._free_connections = 0  # every connection busy
-    deadline = loop.time() + 60.0
-    first = asyncio.create_task(transport._wait_for_connection(loop, deadline))
-    second = asyncio.create_task(transport._wait_for_connection(loop, deadline))
-    await asyncio.sleep(0)
-    assert len(transport._connection_waiters) == 2
-    transport._release_connection()  # a request ends: its connection goes to ``first``...
-    first.cancel()  # ...which is cancelled before it could run
-    with pytest.raises(asyncio.CancelledError):
-        await first
-    assert await second > 0  # the connection went on
-    transport._release_connection()  # ``second`` is done with it
-    assert transport._free_connections == 1
-    assert not transport._connection_waiters
-    await client.aclose()
-
-
-@pytest.mark.looptime
-async def test_no_connection_is_lost_to_failed_requests() -> None:
-    """Every way a request can end gives its connection back (the SDK's pool count): 150 at
-    once (50 of them queued for a connection), 20 of which meet each fault in turn."""
-    faults: list[tuple[Callable[[FakeCallScaler], None], str | None]] = [
-        (lambda fake: fake.faults.fail_next(20, status=500), "InternalServerError"),
-        # (aiohttp itself resends a GET whose reused connection was dropped: either outcome)
-        (lambda fake: fake.faults.drop_next(20), None),
-        (lambda fake: fake.faults.truncate_next(20), "ResponseDecodeError"),
-        (lambda fake: fake.faults.slow_next(20, 5.0), "APITimeoutError"),  # past the timeout
-        (lambda fake: fake.faults.redirect_to("http://127.0.0.1:9/x", n=20), "APIConnectionError"),
-    ]
-    async with harness(max_retries=0, timeout=2.0) as (fake, client):
-        call_id = (await client.calls.list(per_page=1)).items[0].id
-        transport = client._transport
-        seen: Counter[str] = Counter()
-        for inject, kind in faults:
-            inject(fake)
-            fake.latency = 0.5
-            outcomes = await asyncio.gather(
-                *(client.calls.get(call_id) for _ in range(140)),
-                *(client.calls.get(uuid.uuid4()) for _ in range(10)),  # 404
-                return_exceptions=True,
-            )
-            kinds = Counter(type(o).__name__ for o in outcomes)
-            if kind is not None:
-                assert kinds[kind] == 20, kinds
-            assert kinds["NotFoundError"] == 10
-            seen.update(kinds)
-            assert transport._free_connections == 100
-            assert not transport._connection_waiters
-        assert seen["Call"] >= 5 * 120
-        # And 100 at once still take one wave.
-        fake.latency = 1.0
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        await asyncio.gather(*(client.calls.get(call_id) for _ in range(100)))
-        assert loop.time() - start == pytest.approx(1.0, abs=0.1)
 
 
 @pytest.mark.looptime
