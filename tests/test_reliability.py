@@ -17,6 +17,7 @@ import datetime as dt
 import itertools
 import os
 import random
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -341,6 +342,59 @@ async def test_closing_the_client_ends_requests_queued_for_a_connection() -> Non
         # A typed error for each (none was cancelled by its caller), nothing left waiting.
         assert all(isinstance(d, cs.APIConnectionError) for d in done), {type(d) for d in done}
         assert all("closed" in str(d) for d in done)
+
+
+@pytest.mark.looptime
+async def test_requests_queued_for_a_connection_get_one_first_come_first_served() -> None:
+    async with harness(calls=60) as (fake, client):
+        ids = [c.id for c in (await client.calls.list(per_page=30)).items]
+        fake.latency = 1.0
+        holding = [asyncio.create_task(client.calls.get(ids[0])) for _ in range(100)]
+        await asyncio.sleep(0.5)
+        fake.reset_stats()
+        queued = []
+        for call_id in ids[1:21]:  # queued one after another, in this order
+            queued.append(asyncio.create_task(client.calls.get(call_id)))
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*holding, *queued)
+        assert [record.path for record in fake.stats.log] == [f"calls/{i}" for i in ids[1:21]]
+
+
+@pytest.mark.looptime
+async def test_no_connection_is_lost_to_failed_requests() -> None:
+    """Every way a request can end gives its connection back: 150 at once (50 of them
+    queued for a connection), 20 of which meet each fault in turn, then a full wave."""
+    faults: list[tuple[Callable[[FakeCallScaler], None], str | None]] = [
+        (lambda fake: fake.faults.fail_next(20, status=500), "InternalServerError"),
+        # (aiohttp itself resends a GET whose reused connection was dropped: either outcome)
+        (lambda fake: fake.faults.drop_next(20), None),
+        (lambda fake: fake.faults.truncate_next(20), "ResponseDecodeError"),
+        (lambda fake: fake.faults.slow_next(20, 5.0), "APITimeoutError"),  # past the timeout
+        (lambda fake: fake.faults.redirect_to("http://127.0.0.1:9/x", n=20), "APIConnectionError"),
+    ]
+    async with harness(max_retries=0, timeout=2.0) as (fake, client):
+        call_id = (await client.calls.list(per_page=1)).items[0].id
+        seen: Counter[str] = Counter()
+        for inject, kind in faults:
+            inject(fake)
+            fake.latency = 0.5
+            outcomes = await asyncio.gather(
+                *(client.calls.get(call_id) for _ in range(140)),
+                *(client.calls.get(uuid.uuid4()) for _ in range(10)),  # 404
+                return_exceptions=True,
+            )
+            kinds = Counter(type(o).__name__ for o in outcomes)
+            if kind is not None:
+                assert kinds[kind] == 20, kinds
+            assert kinds["NotFoundError"] == 10
+            seen.update(kinds)
+        assert seen["Call"] >= 5 * 120
+        # And 100 at once still take one wave.
+        fake.latency = 1.0
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.gather(*(client.calls.get(call_id) for _ in range(100)))
+        assert loop.time() - start == pytest.approx(1.0, abs=0.1)
 
 
 @pytest.mark.looptime
