@@ -6,10 +6,14 @@ the pipeline benchmark showed at ~3 µs per call in place (py-spy; ``strace -c``
 two the SDK made per request). The client and its rate gate check their loop on every
 request, so on 3.11 they ask the loop instead: asyncio's loops record the thread running
 them (``_thread_id``, set by ``run_forever`` before it becomes the running loop and cleared
-when it stops), and a thread runs one loop at a time. A fork is noticed as 3.12 does, with
-``os.register_at_fork``: a binding made before the fork is checked the slow way after it.
+when it stops), and with asyncio's own ``run_forever`` a thread runs one loop at a time.
+A fork is noticed as 3.12 does, with ``os.register_at_fork``: a binding made before the
+fork is checked the slow way after it.
 
-Other loops (uvloop's, say) and Python 3.12+ always ask ``asyncio.get_running_loop()``.
+Other loops (uvloop's, say), loops whose ``run_forever`` is not asyncio's (nest_asyncio
+patches it to run loops inside each other, keeping the outer loop's ``_thread_id``) and
+Python 3.12+ always ask ``asyncio.get_running_loop()``. A check that fails is only a hint:
+the callers then make the full check, which raises for the wrong loop.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ __all__ = ["bind", "is_running"]
 # get_running_loop() has no system call since 3.12.
 _ASK_THE_LOOP: Final = sys.version_info < (3, 12)
 _get_ident: Final = threading.get_ident
+_STOCK_RUN_FOREVER: Final = asyncio.BaseEventLoop.run_forever
 
 _forks = 0  # forks this process came out of, counted in the child
 _SLOW: Final = -1  # a binding that is always checked with get_running_loop()
@@ -49,7 +54,8 @@ def bind(loop: asyncio.AbstractEventLoop) -> int:
 
 def is_running(loop: asyncio.AbstractEventLoop, binding: int) -> bool:
     """Whether ``loop`` is the event loop running in this thread (False when none runs)."""
-    if binding == _forks:
+    # (Checked on every call: nest_asyncio may patch the class after the binding.)
+    if binding == _forks and type(loop).run_forever is _STOCK_RUN_FOREVER:
         # (mypy: the private attribute of asyncio.BaseEventLoop, which bind() checked.)
         return loop._thread_id == _get_ident()  # type: ignore[attr-defined,no-any-return]
     try:

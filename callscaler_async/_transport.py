@@ -779,7 +779,7 @@ class Transport:
         trace: _RequestTrace | None = None,
     ) -> Ticket:
         gate = self.gate
-        loop = self._loop  # checked by _request, the caller
+        loop = self._loop  # checked by the caller (_request; stream() through session())
         assert loop is not None
         paused = False
         if self.hooks.on_rate_limit_wait or logger.isEnabledFor(logging.INFO):

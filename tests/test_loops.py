@@ -14,6 +14,7 @@ import textwrap
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -65,11 +66,46 @@ async def test_loops_of_other_kinds_are_asked_with_get_running_loop() -> None:
     class Foreign(asyncio.AbstractEventLoop):
         pass
 
-    foreign = Foreign()
+    foreign = Foreign()  # type: ignore[abstract]
     assert _loops.bind(foreign) == _loops._SLOW
     assert _loops.is_running(foreign, _loops.bind(foreign)) is False
     mine = asyncio.get_running_loop()
     assert _loops.is_running(mine, _loops._SLOW) is True
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="3.12+ asks get_running_loop()")
+async def test_on_3_11_its_own_loop_is_known_without_get_running_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop, binding = await bind_here()
+    assert binding != _loops._SLOW
+
+    def refuse() -> asyncio.AbstractEventLoop:
+        raise AssertionError("get_running_loop() called: a system call per request on 3.11")
+
+    monkeypatch.setattr(asyncio, "get_running_loop", refuse)
+    assert _loops.is_running(loop, binding) is True
+
+
+async def test_a_loop_with_another_run_forever_is_asked_with_get_running_loop() -> None:
+    # nest_asyncio patches run_forever to run a loop inside another: the outer loop then
+    # keeps this thread's id while the inner one runs. Such a loop is never trusted.
+    running, _ = await bind_here()
+    base = type(running)
+
+    class Patched(base):  # type: ignore[valid-type,misc]
+        def run_forever(self) -> None:
+            super().run_forever()
+
+    for cls, trusted in ((base, True), (Patched, False)):
+        outer: Any = cls()
+        try:
+            binding = _loops.bind(outer)
+            outer._thread_id = threading.get_ident()  # as the nested run leaves it
+            assert _loops.is_running(outer, binding) is (trusted and binding != _loops._SLOW)
+        finally:
+            outer._thread_id = None
+            outer.close()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")

@@ -456,6 +456,28 @@ async def test_cancelled_waiter_returns_at_once_and_hands_its_slot_on(
         await gate.aclose()
 
 
+async def test_a_closed_gate_refuses_instead_of_waiting(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="closed", rate_limit=RATE)
+    gate.complete(await gate.acquire(), status=200, headers={})  # bound to this loop
+    await gate.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        async with asyncio.timeout(5):  # (a hang would be the bug)
+            await gate.acquire()
+
+
+def test_a_gate_from_another_loop_is_a_clear_error(redis_server: RedisServer) -> None:
+    gate = RedisRateLimiter(redis_server.url, business="loops", rate_limit=RATE)
+
+    async def use() -> None:
+        gate.complete(await gate.acquire(), status=200, headers={})
+
+    with asyncio.Runner() as runner:
+        runner.run(use())
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(use())
+        runner.run(gate.aclose())
+
+
 async def test_max_wait_raises_instead_of_waiting(redis_server: RedisServer) -> None:
     gate = RedisRateLimiter(redis_server.url, business="maxwait", rate_limit=RateLimit(2, PERIOD))
     try:
