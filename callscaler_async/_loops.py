@@ -24,7 +24,7 @@ import sys
 import threading
 from typing import Final
 
-__all__ = ["bind", "is_running"]
+__all__ = ["bind", "is_running", "running_loop_for"]
 
 # get_running_loop() has no system call since 3.12.
 _ASK_THE_LOOP: Final = sys.version_info < (3, 12)
@@ -62,3 +62,17 @@ def is_running(loop: asyncio.AbstractEventLoop, binding: int) -> bool:
         return asyncio.get_running_loop() is loop
     except RuntimeError:
         return False
+
+
+def running_loop_for(
+    owner: str, bound: asyncio.AbstractEventLoop | None
+) -> asyncio.AbstractEventLoop:
+    """The running loop, which must be ``bound`` unless that is None (``owner`` is named in
+    the RuntimeError otherwise; get_running_loop() raises when no loop runs)."""
+    loop = asyncio.get_running_loop()
+    if bound is not None and bound is not loop:
+        raise RuntimeError(
+            f"{owner} belongs to another event loop; create the client (and its rate limiter) "
+            "inside the event loop that uses it: one per event loop"
+        )
+    return loop

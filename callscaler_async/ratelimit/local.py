@@ -102,17 +102,12 @@ class BusinessRateGate:
         return self._state
 
     def _bind(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.get_running_loop()
+        loop = _loops.running_loop_for(f"rate gate {self._name!r}", self._loop)
         if self._loop is None:
             self._loop = loop
             self._loop_binding = _loops.bind(loop)
             self._anchor_unix = time.time()
             self._anchor_loop = loop.time()
-        elif self._loop is not loop:
-            raise RuntimeError(
-                f"rate gate {self._name!r} belongs to another event loop; create the client "
-                "inside the event loop that uses it (one client per loop)"
-            )
         return loop
 
     def unix_now(self) -> float:

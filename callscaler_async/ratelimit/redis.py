@@ -387,17 +387,12 @@ class RedisRateLimiter:
         # Every acquire's case: its own loop, known without get_running_loop() (a system
         # call per call on 3.11, see _loops).
         if loop is None or not _loops.is_running(loop, self._loop_binding):
-            loop = asyncio.get_running_loop()
+            loop = _loops.running_loop_for(f"rate gate {self._business!r}", self._loop)
             if self._loop is None:
                 self._loop = loop
                 self._loop_binding = _loops.bind(loop)
                 self._anchor_unix = time.time()
                 self._anchor_loop = loop.time()
-            elif self._loop is not loop:
-                raise RuntimeError(
-                    f"rate gate {self._business!r} belongs to another event loop; create the "
-                    "limiter inside the event loop that uses it (one limiter per loop)"
-                )
         if self._closed:
             raise RuntimeError(f"rate gate {self._business!r} is closed")
         return loop
