@@ -163,34 +163,80 @@ async def drive(fetch: Callable[[str], Awaitable[Any]], ids: list[str], tasks: i
     return done / elapsed, cpu / done
 
 
-async def run_raw(base_url: str, api_key: str, ids: list[str], tasks: int,
-                  seconds: float) -> tuple[float, float]:  # fmt: skip
-    headers = {"Authorization": f"Bearer {api_key}"}
-    connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT)
-    async with aiohttp.ClientSession(connector=connector) as session:
+# The steps from raw aiohttp to the SDK: each opens its client in ``stack`` and returns the
+# fetch of one call. The timed rounds and the instruction counts use the same ones.
+STEPS: dict[str, str] = {
+    "raw": "raw aiohttp + orjson",
+    "like": "aiohttp as the SDK calls it",
+    "like+decode": "  + decode into Call",
+    "null-gate": "SDK, no-op rate gate",
+    "sdk": "SDK",
+}
 
-        async def fetch(call_id: str) -> Any:
+
+async def open_fetch(step: str, stack: contextlib.AsyncExitStack, base_url: str, api_key: str,
+                     business: str) -> Callable[[str], Awaitable[Any]]:  # fmt: skip
+    if step == "raw":
+        headers = {"Authorization": f"Bearer {api_key}"}
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT))
+        )
+
+        async def fetch_raw(call_id: str) -> Any:
             async with session.get(f"{base_url}calls/{call_id}", headers=headers) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"raw: {resp.status} {body[:200]!r}")
                 return orjson.loads(body)
 
-        return await drive(fetch, ids, tasks, seconds)
+        return fetch_raw
+    if step in ("like", "like+decode"):
+        # aiohttp called the way the SDK's transport calls it: the response awaited (no
+        # ``async with``), prebuilt headers, the path appended to the parsed base URL.
+        decoded = step == "like+decode"
+        like_headers = CIMultiDictProxy(CIMultiDict({
+            "User-Agent": "callscaler-async", "Accept": "application/json",
+            "Authorization": f"Bearer {api_key}",
+        }))  # fmt: skip
+        base = URL(base_url)
+        timeout = aiohttp.ClientTimeout(total=30.0)
+        like_session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT))
+        )
+
+        async def fetch_like(call_id: str) -> Any:
+            url = base.joinpath(f"calls/{call_id}", encoded=True)
+            resp = await like_session.request(
+                "GET", url, headers=like_headers, allow_redirects=False, timeout=timeout
+            )
+            body = orjson.loads(await resp.read())
+            if resp.status != 200:
+                raise RuntimeError(f"like-sdk: {resp.status} {body!r:.200}")
+            return decode(body["data"]["call"], cs.Call) if decoded else body
+
+        return fetch_like
+    if step == "null-gate":
+        client = cs.CallScaler(api_key, base_url=base_url, rate_limiter=NullGate())
+    elif step == "sdk":
+        client = cs.CallScaler(
+            api_key, base_url=base_url, rate_limit=cs.RateLimit(requests=100_000_000, period=60.0),
+            business=business,
+        )  # fmt: skip
+    else:
+        raise ValueError(f"unknown step {step!r}")
+    await stack.enter_async_context(client)
+
+    async def fetch_sdk(call_id: str) -> cs.Call:
+        return await client.calls.get(call_id)
+
+    return fetch_sdk
 
 
-async def run_sdk(base_url: str, api_key: str, ids: list[str], tasks: int,
-                  seconds: float, round_: int) -> tuple[float, float]:  # fmt: skip
-    async with cs.CallScaler(
-        api_key,
-        base_url=base_url,
-        rate_limit=cs.RateLimit(requests=100_000_000, period=60.0),
-        business=f"bench-pipeline-{tasks}-{round_}",
-    ) as client:
-
-        async def fetch(call_id: str) -> cs.Call:
-            return await client.calls.get(call_id)
-
+async def run_step(step: str, base_url: str, api_key: str, ids: list[str], tasks: int,
+                   seconds: float, round_: int = 0) -> tuple[float, float]:  # fmt: skip
+    """One timed round of ``step`` (a fresh client; a fresh gate for the SDK)."""
+    async with contextlib.AsyncExitStack() as stack:
+        fetch = await open_fetch(step, stack, base_url, api_key, f"bench-pipeline-{tasks}-{round_}")
         return await drive(fetch, ids, tasks, seconds)
 
 
@@ -210,8 +256,8 @@ async def main_async(args: argparse.Namespace, base_url: str, api_key: str) -> N
         sdk_best = (0.0, 0.0)
         pairs = []
         for r in range(args.rounds):
-            raw = await run_raw(base_url, api_key, ids, tasks, args.seconds)
-            sdk = await run_sdk(base_url, api_key, ids, tasks, args.seconds, r)
+            raw = await run_step("raw", base_url, api_key, ids, tasks, args.seconds)
+            sdk = await run_step("sdk", base_url, api_key, ids, tasks, args.seconds, r)
             raw_best = max(raw_best, raw)
             sdk_best = max(sdk_best, sdk)
             pairs.append(sdk[0] / raw[0])
@@ -263,53 +309,8 @@ class NullGate:
         raise NotImplementedError
 
 
-async def run_like_sdk(base_url: str, api_key: str, ids: list[str], tasks: int,
-                       seconds: float, decoded: bool) -> tuple[float, float]:  # fmt: skip
-    """aiohttp called the way the SDK's transport calls it; ``decoded``: plus ``decode``."""
-    headers = CIMultiDictProxy(CIMultiDict({
-        "User-Agent": "callscaler-async", "Accept": "application/json",
-        "Authorization": f"Bearer {api_key}",
-    }))  # fmt: skip
-    base = URL(base_url)
-    timeout = aiohttp.ClientTimeout(total=30.0)
-    connector = aiohttp.TCPConnector(limit=CONNECTION_LIMIT)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def fetch(call_id: str) -> Any:
-            url = base.joinpath(f"calls/{call_id}", encoded=True)
-            resp = await session.request(
-                "GET", url, headers=headers, allow_redirects=False, timeout=timeout
-            )
-            body = orjson.loads(await resp.read())
-            if resp.status != 200:
-                raise RuntimeError(f"like-sdk: {resp.status} {body!r:.200}")
-            return decode(body["data"]["call"], cs.Call) if decoded else body
-
-        return await drive(fetch, ids, tasks, seconds)
-
-
-async def run_sdk_null_gate(base_url: str, api_key: str, ids: list[str], tasks: int,
-                            seconds: float) -> tuple[float, float]:  # fmt: skip
-    async with cs.CallScaler(api_key, base_url=base_url, rate_limiter=NullGate()) as client:
-
-        async def fetch(call_id: str) -> cs.Call:
-            return await client.calls.get(call_id)
-
-        return await drive(fetch, ids, tasks, seconds)
-
-
 async def main_breakdown(args: argparse.Namespace, base_url: str, api_key: str) -> None:
     ids = await call_ids(base_url, api_key, 500)
-    steps: list[tuple[str, Callable[[int, int], Awaitable[tuple[float, float]]]]] = [
-        ("raw aiohttp + orjson", lambda t, r: run_raw(base_url, api_key, ids, t, args.seconds)),
-        ("aiohttp as the SDK calls it",
-         lambda t, r: run_like_sdk(base_url, api_key, ids, t, args.seconds, False)),
-        ("  + decode into Call",
-         lambda t, r: run_like_sdk(base_url, api_key, ids, t, args.seconds, True)),
-        ("SDK, no-op rate gate",
-         lambda t, r: run_sdk_null_gate(base_url, api_key, ids, t, args.seconds)),
-        ("SDK", lambda t, r: run_sdk(base_url, api_key, ids, t, args.seconds, r)),
-    ]  # fmt: skip
     print_head(
         f"pipeline breakdown: GET calls/{{id}}, best of {args.rounds} x {args.seconds:g}s "
         "rounds (all steps in each round)",
@@ -317,12 +318,13 @@ async def main_breakdown(args: argparse.Namespace, base_url: str, api_key: str) 
         f"{'CPU/req':>7} | {'step adds':>9}",
     )
     for tasks in args.concurrency:
-        best = [(0.0, 0.0)] * len(steps)
+        best = [(0.0, 0.0)] * len(STEPS)
         for r in range(args.rounds):
-            for i, (_, run) in enumerate(steps):
-                best[i] = max(best[i], await run(tasks, r))
+            for i, step in enumerate(STEPS):
+                run = await run_step(step, base_url, api_key, ids, tasks, args.seconds, r)
+                best[i] = max(best[i], run)
         raw_rps, _ = best[0]
-        for i, (label, _) in enumerate(steps):
+        for i, label in enumerate(STEPS.values()):
             rps, cpu = best[i]
             adds = "" if i == 0 else f"{(cpu - best[i - 1][1]) * 1e6:>7.1f}µs"
             print(f"{tasks:>6} | {label:<28} | {rps:>8,.0f} | {rps / raw_rps:>5.2f}x | "
@@ -336,26 +338,7 @@ async def client_only(side: str, tasks: int, requests: int, base_url: str, api_k
     """The measured client of ``--instructions``: warm up, then ``requests`` fetches."""
     ids = await call_ids(base_url, api_key, 500)
     async with contextlib.AsyncExitStack() as stack:
-        if side == "raw":
-            headers = {"Authorization": f"Bearer {api_key}"}
-            session = await stack.enter_async_context(
-                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTION_LIMIT))
-            )
-
-            async def fetch(call_id: str) -> Any:
-                async with session.get(f"{base_url}calls/{call_id}", headers=headers) as resp:
-                    return orjson.loads(await resp.read())
-        else:
-            client = await stack.enter_async_context(
-                cs.CallScaler(
-                    api_key, base_url=base_url, rate_limit=cs.RateLimit(100_000_000, 60.0),
-                    business="bench-pipeline-instructions",
-                )
-            )  # fmt: skip
-
-            async def fetch(call_id: str) -> Any:
-                return await client.calls.get(call_id)
-
+        fetch = await open_fetch(side, stack, base_url, api_key, "bench-pipeline-instructions")
         await asyncio.gather(*(fetch(ids[i % len(ids)]) for i in range(tasks)))
         left = requests
 
@@ -389,24 +372,46 @@ def count_instructions(side: str, tasks: int, requests: int, base_url: str, api_
 def main_instructions(args: argparse.Namespace, base_url: str, api_key: str) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    title = ("pipeline: GET calls/{id}, client CPU instructions per request under callgrind "
+             "(3,000 minus 1,000 requests), fake API in another process")  # fmt: skip
+    if args.breakdown:
+        main_instructions_breakdown(args, base_url, api_key, title)
+        return
     print_head(
-        "pipeline: GET calls/{id}, client CPU instructions per request under callgrind "
-        "(3,000 minus 1,000 requests), fake API in another process",
+        title,
         f"{'tasks':>6} | {'raw instr/req':>13} | {'sdk instr/req':>13} | {'raw/sdk':>7} | SDK adds",
     )
     worst = math.inf
     for tasks in args.concurrency:
-        per_request = {}
-        for side in ("raw", "sdk"):
-            low = count_instructions(side, tasks, 1000, base_url, api_key)
-            high = count_instructions(side, tasks, 3000, base_url, api_key)
-            per_request[side] = (high - low) / 2000
-        raw, sdk = per_request["raw"], per_request["sdk"]
+        raw, sdk = (instructions_per_request(side, tasks, base_url, api_key)
+                    for side in ("raw", "sdk"))  # fmt: skip
         worst = min(worst, raw / sdk)
         print(f"{tasks:>6} | {raw:>13,.0f} | {sdk:>13,.0f} | {raw / sdk:>6.2f}x | "
               f"{sdk - raw:>8,.0f} ({(sdk - raw) / raw:.0%})")  # fmt: skip
     verdict = "yes" if worst >= 0.8 else "no"
     print(f"raw/sdk >= 0.80 by instructions: {verdict} (worst {worst:.2f}x)")
+
+
+def instructions_per_request(side: str, tasks: int, base_url: str, api_key: str) -> float:
+    low = count_instructions(side, tasks, 1000, base_url, api_key)
+    high = count_instructions(side, tasks, 3000, base_url, api_key)
+    return (high - low) / 2000
+
+
+def main_instructions_breakdown(args: argparse.Namespace, base_url: str, api_key: str,
+                                title: str) -> None:  # fmt: skip
+    """``--instructions --breakdown``: each step's instructions per request, and what the
+    step adds to the one before (noise-free, unlike the timed breakdown)."""
+    print_head(
+        title,
+        f"{'tasks':>6} | {'step':<28} | {'instr/req':>9} | {'raw/step':>8} | {'step adds':>9}",
+    )
+    for tasks in args.concurrency:
+        counts = [instructions_per_request(step, tasks, base_url, api_key) for step in STEPS]
+        for i, label in enumerate(STEPS.values()):
+            adds = "" if i == 0 else f"{counts[i] - counts[i - 1]:>9,.0f}"
+            ratio = counts[0] / counts[i]
+            print(f"{tasks:>6} | {label:<28} | {counts[i]:>9,.0f} | {ratio:>7.2f}x | {adds:>9}")
 
 
 def main() -> None:
