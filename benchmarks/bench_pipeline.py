@@ -36,6 +36,7 @@ runs at a somewhat lower rate per instruction, so the timed ratio is a little lo
     python benchmarks/bench_pipeline.py [--seconds 2.0] [--rounds 5] [--concurrency 1 16 256]
     python benchmarks/bench_pipeline.py --instructions [--concurrency 16 256]
     python benchmarks/bench_pipeline.py --breakdown [--concurrency 16 256]
+    python benchmarks/bench_pipeline.py --interleave [--processes 3] [--windows 40] [--window 0.25]
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import contextlib
 import gc
 import math
 import os
+import random
 import re
 import shutil
 import socket
@@ -137,7 +139,7 @@ async def call_ids(base_url: str, api_key: str, count: int) -> list[str]:
 
 
 async def drive(fetch: Callable[[str], Awaitable[Any]], ids: list[str], tasks: int,
-                seconds: float) -> tuple[float, float]:  # fmt: skip
+                seconds: float, *, warm_up: bool = True) -> tuple[float, float]:  # fmt: skip
     """Run ``tasks`` workers for ``seconds``; return (requests/s, CPU seconds per request)."""
     done = 0
     stop = False
@@ -151,9 +153,11 @@ async def drive(fetch: Callable[[str], Awaitable[Any]], ids: list[str], tasks: i
             i += tasks
             done += 1
 
-    # Warm up: connections opened, caches filled; not measured.
-    await asyncio.gather(*(fetch(ids[i % len(ids)]) for i in range(min(tasks, CONNECTION_LIMIT))))
-    gc.collect()
+    if warm_up:  # connections opened, caches filled; not measured
+        await asyncio.gather(
+            *(fetch(ids[i % len(ids)]) for i in range(min(tasks, CONNECTION_LIMIT)))
+        )
+        gc.collect()
     cpu0, t0 = time.process_time(), time.perf_counter()
     workers = [asyncio.create_task(worker(k)) for k in range(tasks)]
     await asyncio.sleep(seconds)
@@ -331,6 +335,88 @@ async def main_breakdown(args: argparse.Namespace, base_url: str, api_key: str) 
                   f"{cpu * 1e6:>5.0f}µs | {adds:>9}")  # fmt: skip
 
 
+# -- interleaved windows -----------------------------------------------------------------
+
+
+Runs = dict[str, list[list[float]]]  # per step: [requests/s, CPU seconds per request]
+
+
+async def interleave_client(steps: list[str], tasks: int, windows: int, window: float,
+                            base_url: str, api_key: str) -> Runs:  # fmt: skip
+    """One process of ``--interleave``: every step's client open at once, ``windows`` rounds
+    of one ``window``-second run per step in random order; per step its (req/s, CPU/req)."""
+    ids = await call_ids(base_url, api_key, 500)
+    rng = random.Random()
+    results: Runs = {step: [] for step in steps}
+    async with contextlib.AsyncExitStack() as stack:
+        fetches = {
+            step: await open_fetch(step, stack, base_url, api_key, f"bench-interleave-{tasks}")
+            for step in steps
+        }
+        for step in steps:  # warm-up, not measured
+            await drive(fetches[step], ids, tasks, min(window, 0.5))
+        for _ in range(windows):
+            order = list(steps)
+            rng.shuffle(order)
+            for step in order:
+                rps, cpu = await drive(fetches[step], ids, tasks, window, warm_up=False)
+                results[step].append([rps, cpu])
+    return results
+
+
+def median_interval(values: list[float], rng: random.Random) -> tuple[float, float, float]:
+    """The median and a bootstrap 95% interval of it (1,000 resamples)."""
+    boots = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(1000))
+    return statistics.median(values), boots[25], boots[974]
+
+
+def main_interleave(args: argparse.Namespace, base_url: str, api_key: str) -> None:
+    steps = list(STEPS) if args.breakdown else ["raw", "sdk"]
+    print_head(
+        f"pipeline: GET calls/{{id}}, {args.processes} client process(es) x {args.windows} "
+        f"rounds of {args.window:g}s windows, all steps' clients open at once, random order",
+        f"{'tasks':>6} | {'proc':>4} | {'step':<28} | {'vs raw (95% interval)':<22} | "
+        f"{'CPU/req':>7} | {'adds (95% interval)':<24}",
+    )
+    rng = random.Random(7)
+    worst = math.inf
+    for tasks in args.concurrency:
+        medians: dict[str, list[float]] = {step: [] for step in steps[1:]}
+        for proc in range(1, args.processes + 1):
+            # A fresh interpreter each: the ratio differs from process to process (its hash
+            # seed and memory layout), while it is tight inside one.
+            out = subprocess.run(
+                [sys.executable, __file__, "--interleave-client", ",".join(steps), str(tasks),
+                 str(args.windows), str(args.window), base_url, api_key],
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            results = orjson.loads(out.stdout)
+            raw = results["raw"]
+            for step in steps:
+                runs = results[step]
+                cpu = statistics.median(run[1] for run in runs) * 1e6
+                if step == "raw":
+                    print(
+                        f"{tasks:>6} | {proc:>4} | {STEPS[step]:<28} | {'':<22} | {cpu:>5.0f}µs |"
+                    )
+                    continue
+                ratio, lo, hi = median_interval(
+                    [run[0] / base[0] for run, base in zip(runs, raw, strict=True)], rng
+                )
+                adds, a_lo, a_hi = median_interval(
+                    [(run[1] - base[1]) * 1e6 for run, base in zip(runs, raw, strict=True)], rng
+                )
+                medians[step].append(ratio)
+                print(f"{tasks:>6} | {proc:>4} | {STEPS[step]:<28} | "
+                      f"{ratio:.3f}x [{lo:.3f}, {hi:.3f}] | {cpu:>5.0f}µs | "
+                      f"{adds:+6.1f}µs [{a_lo:+.1f}, {a_hi:+.1f}]")  # fmt: skip
+        sdk_median = statistics.median(medians["sdk"])
+        worst = min(worst, sdk_median)
+        print(f"{tasks:>6} | all  | SDK: median of the processes' medians {sdk_median:.3f}x")
+    verdict = "met" if worst >= 0.8 else "MISSED"
+    print(f"target sdk/raw >= 0.80 at every concurrency: {verdict} (worst {worst:.2f}x)")
+
+
 # -- instruction counts -------------------------------------------------------------------
 
 
@@ -419,6 +505,13 @@ def main() -> None:
         side, tasks, requests, base_url, api_key = sys.argv[2:7]
         asyncio.run(client_only(side, int(tasks), int(requests), base_url, api_key))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--interleave-client":  # one --interleave process
+        steps, tasks, windows, window, base_url, api_key = sys.argv[2:8]
+        results = asyncio.run(interleave_client(
+            steps.split(","), int(tasks), int(windows), float(window), base_url, api_key
+        ))  # fmt: skip
+        sys.stdout.write(orjson.dumps(results).decode())
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one round")
     parser.add_argument("--rounds", type=int, default=5)
@@ -429,12 +522,25 @@ def main() -> None:
     parser.add_argument(
         "--breakdown", action="store_true", help="time the steps from raw aiohttp to the SDK"
     )
+    parser.add_argument(
+        "--interleave", action="store_true",
+        help="short windows of every step alternating in one process (paired medians with "
+        "95%% intervals), repeated in --processes fresh processes",
+    )  # fmt: skip
+    parser.add_argument("--processes", type=int, default=3, help="--interleave: processes")
+    parser.add_argument("--windows", type=int, default=40, help="--interleave: rounds")
+    parser.add_argument("--window", type=float, default=0.25, help="--interleave: seconds")
     args = parser.parse_args()
     if args.concurrency is None:
-        args.concurrency = [16, 256] if args.instructions or args.breakdown else [1, 16, 256]
+        args.concurrency = (
+            [16, 256] if (args.instructions or args.breakdown) and not args.interleave
+            else [1, 16, 256]
+        )  # fmt: skip
     with sandbox(calls=500) as (base_url, api_key):
         if args.instructions:
             main_instructions(args, base_url, api_key)
+        elif args.interleave:
+            main_interleave(args, base_url, api_key)
         elif args.breakdown:
             asyncio.run(main_breakdown(args, base_url, api_key))
         else:
