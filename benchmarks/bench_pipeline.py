@@ -31,12 +31,21 @@ calls, which is more than the same code costs in a loop (cold caches).
 the difference is the client's CPU instructions per request: the same on every run and
 whatever else the machine does, so it shows what a change saves. At 16+ tasks the client
 is CPU-bound, so raw/sdk instructions approximates the throughput ratio (the SDK's code
-runs at a somewhat lower rate per instruction, so the timed ratio is a little lower).
+runs at a lower rate per instruction: the timed ratio has been ~0.1 lower). With
+``--breakdown``, every step is counted.
+
+``--interleave`` measures inside one process: every step's client open at once (raw and
+SDK; every step with ``--breakdown``), rounds of short windows (``--window``, 0.25 s) in
+random order, and per step the median of its paired windows' ratios with a bootstrap 95%
+interval. The machine's slow drifts hit both sides of a pair alike, so the interval is
+tight; the figure still differs from process to process (raw aiohttp's own cost moves),
+so it runs in ``--processes`` fresh interpreters.
 
     python benchmarks/bench_pipeline.py [--seconds 2.0] [--rounds 5] [--concurrency 1 16 256]
     python benchmarks/bench_pipeline.py --instructions [--concurrency 16 256]
     python benchmarks/bench_pipeline.py --breakdown [--concurrency 16 256]
-    python benchmarks/bench_pipeline.py --interleave [--processes 3] [--windows 40] [--window 0.25]
+    python benchmarks/bench_pipeline.py --instructions --breakdown [--concurrency 16 256]
+    python benchmarks/bench_pipeline.py --interleave [--breakdown] [--processes 3] [--windows 40]
 """
 
 from __future__ import annotations
