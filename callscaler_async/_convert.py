@@ -259,6 +259,11 @@ def structure_money_cents(value: Any, _: Any = None) -> Money:
     return _money(value if type(value) is int else structure_int(value))
 
 
+def unstructure_money(money: Money) -> int:
+    """A ``Money`` back to the API's integer cents."""
+    return money.cents
+
+
 def structure_open_enum(value: Any, cls: type[E]) -> E:
     if type(value) is not str:
         raise TypeError(f"expected a {cls.__name__} string, got {_quote(value)}")
@@ -785,7 +790,7 @@ def _configure(conv: Converter) -> Converter:
 
     conv.register_unstructure_hook(uuid.UUID, str)
     conv.register_unstructure_hook(datetime, format_timestamp)
-    conv.register_unstructure_hook(Money, int)
+    conv.register_unstructure_hook(Money, unstructure_money)
     conv.register_unstructure_hook(OpenStrEnum, unstructure_open_enum)
     conv.register_unstructure_hook_func(_optional_open_enum, unstructure_optional_open_enum)
     conv.register_unstructure_hook(CallFlowStep, unstructure_call_flow_step)

@@ -3,16 +3,19 @@
 The API sends every amount as integer cents in a field named ``*_cents``; the models expose
 them as :class:`Money` under the name without the suffix (``cost_cents`` -> ``call.cost``).
 
->>> price = Money.from_cents(2500)
->>> str(price), price.amount, int(price)
-('$25.00', Decimal('25'), 2500)
+>>> price = Money(2500)                       # integer cents, as the API sends them
+>>> str(price), price.cents, price.amount
+('$25.00', 2500, Decimal('25.00'))
 >>> str(price - Money.from_amount("26.50"))
 '-$1.50'
+>>> [str(part) for part in Money(100).allocate(3)]
+['$0.34', '$0.33', '$0.33']
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, overload
 
 import attrs
 
@@ -21,46 +24,93 @@ if TYPE_CHECKING:
 
 __all__ = ["Money"]
 
-# ``decimal`` is imported by the two methods that use it, not here: it is about 2 ms of
-# ``import callscaler_async`` (issue #7) and most programs never ask for a Decimal.
+# ``decimal`` is imported by the methods that use it, not here: it is about 2 ms of
+# ``import callscaler_async`` and most programs never ask for a Decimal.
 _SYMBOLS = {"USD": "$"}
+
+
+def _is_int(value: object) -> bool:
+    # bool is an int subclass, but ``Money * True`` is a bug, not a multiplication by one.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _divide_half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded to the nearest int, ties to even (exact)."""
+    if denominator < 0:
+        numerator, denominator = -numerator, -denominator
+    quotient, remainder = divmod(numerator, denominator)  # 0 <= remainder < denominator
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
 
 
 @attrs.frozen(repr=False, order=False)
 class Money:
     """An exact amount of money in integer cents (USD unless told otherwise).
 
-    >>> m = Money.from_cents(123456)
-    >>> m, str(m), m.amount
-    (Money(cents=123456), '$1,234.56', Decimal('1234.56'))
-    >>> Money.from_amount("25") + Money.from_cents(50) == Money.from_cents(2550)
-    True
-    >>> bool(Money.from_cents(0))
-    False
+    ``Money(cents)`` takes integer cents, the unit of the API and of ``repr``;
+    ``Money.from_amount("12.50")`` takes an amount in currency units (a ``str``, ``Decimal``
+    or ``int``; floats are refused). ``Money("12.50")`` is a ``TypeError`` on purpose: one
+    constructor reading ``125`` as cents and ``"1.25"`` as dollars would invite mistakes.
 
-    Arithmetic and ordering only work between amounts of the same currency; mixing
-    currencies raises ``ValueError`` rather than silently adding dollars to euros.
+    >>> m = Money(123456)
+    >>> m, str(m), m.cents, m.amount
+    (Money(cents=123456), '$1,234.56', 123456, Decimal('1234.56'))
+
+    A money type, not a number in disguise: there is no implicit ``int()``, ``float()`` or
+    index conversion (``range(m)`` is a ``TypeError``); read ``.cents`` or ``.amount``.
+
+    Arithmetic keeps whole cents:
+
+    * ``a + b``, ``a - b``, ``-a``, ``abs(a)``, ``sum(amounts)`` between amounts of one
+      currency (mixing currencies raises ``ValueError`` rather than adding dollars to euros);
+      ``sum()`` of an empty list is ``0``, so ``sum(amounts, Money(0))`` is typed ``Money``;
+    * ``a * n`` and ``n * a`` with an ``int`` ``n`` (no floats, no ``Money * Money``);
+    * ``a.allocate(3)`` or ``a.allocate([1, 2, 1])``: parts that add up to ``a`` exactly,
+      the leftover cents going one each to the first parts;
+    * ``a / n`` with an ``int`` ``n``: the nearest cent, ties to even (banker's rounding,
+      ``Money(5) / 2 == Money(2)``), so ``(a / n) * n`` may differ from ``a`` by up to
+      ``n // 2`` cents; use ``allocate`` when the parts must add up;
+    * ``round(a)`` to whole currency units, ``round(a, 1)`` to tenths, ties to even;
+    * comparisons (``<``, ``<=``, ...) and ``bool(a)`` (false for zero).
+
+    >>> Money(1000) * 3 == 3 * Money(1000) == Money.from_amount("30")
+    True
+    >>> str(Money(1000) / 3), str(round(Money(250)))
+    ('$3.33', '$2.00')
+    >>> sum([Money(250), Money(125)], Money(0))
+    Money(cents=375)
     """
 
     cents: int
     currency: str = "USD"
 
     def __attrs_post_init__(self) -> None:
-        # bool is an int subclass; Money(cents=True) is a bug, not one cent.
         if type(self.cents) is not int:
+            from decimal import Decimal
+
+            if isinstance(self.cents, str | float | Decimal):
+                raise TypeError(
+                    f"Money() takes integer cents, got {self.cents!r}; for an amount in "
+                    f"currency units use Money.from_amount({str(self.cents)!r})"
+                )
+            # bool is an int subclass; Money(True) is a bug, not one cent.
             raise TypeError(f"Money cents must be an int, got {type(self.cents).__name__}")
+        if not isinstance(self.currency, str):
+            raise TypeError(f"Money currency must be a str, got {self.currency!r}")
 
     @classmethod
     def from_cents(cls, cents: int, currency: str = "USD") -> Money:
-        """Build from integer cents: ``Money.from_cents(2500)`` is $25.00."""
+        """Build from integer cents: ``Money.from_cents(2500)`` is $25.00, as ``Money(2500)``."""
         return cls(cents, currency)
 
     @classmethod
     def from_amount(cls, amount: Decimal | str | int, currency: str = "USD") -> Money:
-        """Build from a decimal amount: ``Money.from_amount("25.00")``.
+        """Build from a decimal amount in currency units: ``Money.from_amount("25.00")``.
 
         Floats are refused (``0.1`` is not exactly representable), and so is any amount
-        with a fraction of a cent.
+        with a fraction of a cent (``ValueError``).
         """
         from decimal import Decimal, InvalidOperation
 
@@ -72,17 +122,29 @@ class Money:
             raise ValueError(f"not a decimal amount: {amount!r}") from exc
         if not value.is_finite():
             raise ValueError(f"not a finite amount: {amount!r}")
-        cents = value * 100
-        if cents != cents.to_integral_value():
-            raise ValueError(f"amount has a fraction of a cent: {amount!r}")
-        return cls(int(cents), currency)
+        # From the digits, not ``value * 100``: Decimal arithmetic rounds to the context's
+        # precision (28 digits by default), this cannot.
+        sign, digits, exponent = value.as_tuple()
+        assert isinstance(exponent, int)  # finite
+        number = int("".join(map(str, digits)) or "0")
+        shift = exponent + 2
+        if shift >= 0:
+            cents = number * 10**shift
+        else:
+            cents, fraction = divmod(number, 10**-shift)
+            if fraction:
+                raise ValueError(f"amount has a fraction of a cent: {amount!r}")
+        return cls(-cents if sign else cents, currency)
 
     @property
     def amount(self) -> Decimal:
-        """The exact amount in currency units (``Decimal('25.5')`` for 2550 cents)."""
+        """The exact amount in currency units, to the cent: ``Decimal('25.50')`` for 2550.
+
+        Built from the digits (exact whatever the decimal context's precision).
+        """
         from decimal import Decimal
 
-        return Decimal(self.cents) / 100
+        return Decimal(f"{self.cents}e-2")
 
     def __repr__(self) -> str:
         if self.currency == "USD":
@@ -100,59 +162,135 @@ class Money:
     def __bool__(self) -> bool:
         return self.cents != 0
 
-    def __int__(self) -> int:
-        return self.cents
-
-    def __index__(self) -> int:
-        return self.cents
+    # No __int__, __float__, __index__ or __complex__: a Money is not a number of cents in
+    # disguise (float(Money(125)) used to be 125.0). Their absence is also what makes
+    # ``float(m)`` and ``range(m)`` type errors for mypy.
 
     def _same_currency(self, other: Money) -> None:
         if self.currency != other.currency:
             raise ValueError(f"cannot combine {self.currency} with {other.currency}")
 
-    def __add__(self, other: Any) -> Money:
+    def __add__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other)
         return Money(self.cents + other.cents, self.currency)
 
-    def __radd__(self, other: Any) -> Money:
-        # Lets sum(amounts) start from its default 0.
+    def __radd__(self, other: int) -> Money:
+        # Only for sum(amounts), which starts from the int 0. Typed ``int`` because that is
+        # what sum()'s signature asks for; any other number is refused at run time.
         if type(other) is int and other == 0:
             return self
         return NotImplemented
 
-    def __sub__(self, other: Any) -> Money:
+    def __sub__(self, other: Money) -> Money:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other)
         return Money(self.cents - other.cents, self.currency)
 
+    def __mul__(self, other: int) -> Money:
+        if not _is_int(other):
+            return NotImplemented
+        return Money(self.cents * other, self.currency)
+
+    def __rmul__(self, other: int) -> Money:
+        if not _is_int(other):
+            return NotImplemented
+        return Money(other * self.cents, self.currency)
+
+    def __truediv__(self, other: int) -> Money:
+        """The nearest cent of ``self / other``, ties to even; ``ZeroDivisionError`` for 0."""
+        if not _is_int(other):
+            return NotImplemented
+        if other == 0:
+            raise ZeroDivisionError("Money divided by zero")
+        return Money(_divide_half_even(self.cents, other), self.currency)
+
     def __neg__(self) -> Money:
         return Money(-self.cents, self.currency)
+
+    def __pos__(self) -> Money:
+        return self
 
     def __abs__(self) -> Money:
         return Money(abs(self.cents), self.currency)
 
-    def __lt__(self, other: Any) -> bool:
+    @overload
+    def __round__(self, ndigits: None = None) -> Money: ...
+    @overload
+    def __round__(self, ndigits: int) -> Money: ...
+    def __round__(self, ndigits: int | None = None) -> Money:
+        """Round to ``ndigits`` decimals of the currency unit (default 0: whole units), ties
+        to even; ``ndigits >= 2`` leaves the cents as they are, ``-1`` rounds to tens."""
+        if ndigits is None:
+            ndigits = 0
+        if not _is_int(ndigits):
+            raise TypeError(f"ndigits must be an int, got {ndigits!r}")
+        if ndigits >= 2:
+            return self
+        step = 10 ** (2 - ndigits)
+        return Money(_divide_half_even(self.cents, step) * step, self.currency)
+
+    def allocate(self, parts: int | Sequence[int]) -> list[Money]:
+        """Split into parts that add up exactly to this amount.
+
+        ``parts`` is a count (equal shares) or a sequence of non-negative int ratios. Each
+        part gets its ratio's share rounded toward zero; the cents left over go one each to
+        the first parts. A negative amount splits like its opposite, negated.
+
+        >>> Money(100).allocate(3)
+        [Money(cents=34), Money(cents=33), Money(cents=33)]
+        >>> Money(1000).allocate([1, 3])
+        [Money(cents=250), Money(cents=750)]
+        """
+        if _is_int(parts):
+            assert isinstance(parts, int)
+            if parts < 1:
+                raise ValueError(f"allocate() needs at least one part, got {parts}")
+            ratios: Sequence[int] = [1] * parts
+        elif isinstance(parts, Sequence) and not isinstance(parts, str | bytes):
+            ratios = parts
+            if not ratios or not all(_is_int(r) and r >= 0 for r in ratios):
+                raise ValueError(f"allocate() ratios must be ints >= 0, got {parts!r}")
+        else:
+            raise TypeError(f"allocate() takes an int or a sequence of ints, got {parts!r}")
+        total = sum(ratios)
+        if total == 0:
+            raise ValueError(f"allocate() ratios must not all be zero, got {parts!r}")
+        sign = -1 if self.cents < 0 else 1
+        whole = abs(self.cents)
+        shares = [whole * ratio // total for ratio in ratios]
+        left = whole - sum(shares)
+        # Each part with a ratio lost less than a cent, so fewer cents are left than there
+        # are such parts: one each to the first of them (a zero ratio gets nothing).
+        for i, ratio in enumerate(ratios):
+            if left == 0:
+                break
+            if ratio:
+                shares[i] += 1
+                left -= 1
+        return [Money(sign * share, self.currency) for share in shares]
+
+    def __lt__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other)
         return self.cents < other.cents
 
-    def __le__(self, other: Any) -> bool:
+    def __le__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other)
         return self.cents <= other.cents
 
-    def __gt__(self, other: Any) -> bool:
+    def __gt__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other)
         return self.cents > other.cents
 
-    def __ge__(self, other: Any) -> bool:
+    def __ge__(self, other: Money) -> bool:
         if not isinstance(other, Money):
             return NotImplemented
         self._same_currency(other)

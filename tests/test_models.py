@@ -458,7 +458,7 @@ def test_money_basics() -> None:
     assert str(Money.from_cents(-150)) == "-$1.50"
     assert str(Money.from_cents(123456)) == "$1,234.56"
     assert str(Money.from_cents(5)) == "$0.05"
-    assert int(m) == 2500
+    assert m.cents == 2500 and m.amount == Decimal("25")
     assert bool(Money.from_cents(0)) is False
     assert bool(m) is True
     assert Money.from_amount("25.00") == m
