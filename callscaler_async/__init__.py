@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._money import Money
 from ._pagination import AsyncPaginator, Page
+from ._retry import RetryPolicy
 from ._transport import (
     APIResponse,
     RateLimitWaitEvent,
@@ -75,6 +76,7 @@ __all__ = [
     "ResponseDecodeError",
     "ResponseTooLargeError",
     "RetryEvent",
+    "RetryPolicy",
     "__version__",
     *_models_all,
 ]

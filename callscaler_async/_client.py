@@ -11,6 +11,7 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import (
     APIResponse,
     Hook,
@@ -64,6 +65,10 @@ class CallScaler:
     Every request passes the business's rate gate (``rate_limit``, 60 per minute by default,
     shared by all clients of the same ``business`` in the process, or across processes with
     ``rate_limiter=cs.RedisRateLimiter(...)``).
+
+    Failed requests are retried as ``retry=`` says (a ``RetryPolicy``; the default retries
+    idempotent requests after connection errors and 5xx, 3 times with backoff and jitter);
+    ``max_retries=`` is a shorthand that changes only the policy's count.
     """
 
     def __init__(
@@ -72,7 +77,8 @@ class CallScaler:
         *,
         base_url: str | None = None,
         rate_limit: RateLimit = RateLimit(requests=60, period=60.0),  # noqa: B008
-        max_retries: int = 3,
+        max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
         timeout: float = 30.0,
         session: aiohttp.ClientSession | None = None,
         business: str | None = None,
@@ -110,8 +116,7 @@ class CallScaler:
             )
         if not isinstance(rate_limit, RateLimit):
             raise TypeError(f"rate_limit must be a RateLimit, got {rate_limit!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        retry_policy = _retry_policy(retry or DEFAULT_RETRY, max_retries)
         _check_timeout(timeout)
         priority_rank(priority)
         if (
@@ -152,7 +157,7 @@ class CallScaler:
             tracer_provider=tracer_provider,
         )
         self._options = RequestOptions(
-            max_retries=max_retries, timeout=timeout, priority=priority, max_wait=max_wait
+            retry=retry_policy, timeout=timeout, priority=priority, max_wait=max_wait
         )
         self._root = True
         self._last_response: RawResponse | None = None
@@ -174,11 +179,15 @@ class CallScaler:
         max_wait: float | None = _UNSET,
         timeout: float | None = None,
         max_retries: int | None = None,
+        retry: RetryPolicy | None = None,
     ) -> CallScaler:
         """A view of this client with other per-call settings, sharing its session and gate.
 
         >>> # bulk work yields the budget to interactive calls of the same business:
         >>> # async for call in client.with_options(priority="low").calls.list(): ...
+
+        ``retry=`` replaces the retry policy (a ``RetryPolicy``); ``max_retries=`` changes only
+        its count (``with_options(max_retries=0)``: no retries for these calls).
         """
         changes: dict[str, Any] = {}
         if priority is not None:
@@ -191,10 +200,8 @@ class CallScaler:
         if timeout is not None:
             _check_timeout(timeout)
             changes["timeout"] = timeout
-        if max_retries is not None:
-            if isinstance(max_retries, bool) or max_retries < 0:
-                raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
-            changes["max_retries"] = max_retries
+        if retry is not None or max_retries is not None:
+            changes["retry"] = _retry_policy(retry or self._options.retry, max_retries)
         view = object.__new__(CallScaler)
         view.__dict__.update(self.__dict__)
         view._options = attrs.evolve(self._options, **changes)
@@ -346,6 +353,19 @@ class _RawResource:
         raw_call.__name__ = name
         raw_call.__doc__ = getattr(method, "__doc__", None)
         return raw_call
+
+
+def _retry_policy(retry: RetryPolicy, max_retries: int | None) -> RetryPolicy:
+    """``retry``, with its count replaced by ``max_retries`` when that is given."""
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy, got {retry!r}")
+    if max_retries is None:
+        return retry
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be an int >= 0, got {max_retries!r}")
+    if max_retries == retry.max_retries:
+        return retry
+    return attrs.evolve(retry, max_retries=max_retries)
 
 
 def _check_timeout(timeout: float) -> None:

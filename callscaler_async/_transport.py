@@ -7,10 +7,11 @@ Every request of every resource goes through ``Transport.request`` (JSON) or
 * the bearer header is set per request and only for the API's own origin: redirects are
   followed by hand, and a hop to another origin (a storage host for recordings) goes without
   it; the key is never sent over plain ``http://`` to a non-loopback host unless allowed;
-* GET/PUT/DELETE are retried after connection errors, timeouts and 500/502/503/504 with
-  exponential backoff and full jitter; POST and PATCH only when the connection was never
-  made (a number purchase must not happen twice); a 429 is retried for any method once the
-  gate's pause is over; a 401 or 403 is never retried;
+* failures are retried as the request's ``RetryPolicy`` says (``_retry.py``; by default
+  GET/PUT/DELETE after connection errors, timeouts and 500/502/503/504 with exponential
+  backoff and full jitter; POST and PATCH only when the connection was never made, so a
+  number purchase cannot happen twice; a 429 for any method once the gate's pause is over;
+  never a 401 or 403). The transport asks the policy at each failure; nothing else decides;
 * bodies above ``max_response_bytes`` are refused without being read whole.
 
 Observability lives here too, so that every request is seen the same way:
@@ -36,7 +37,6 @@ import importlib
 import ipaddress
 import logging
 import math
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
@@ -63,6 +63,7 @@ from ._errors import (
     error_from_response,
     parse_retry_after,
 )
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._version import __version__
 from .ratelimit import Priority, RateGate, Ticket
 
@@ -86,14 +87,10 @@ T = TypeVar("T")
 logger = logging.getLogger("callscaler_async")
 
 USER_AGENT: Final = f"callscaler-async/{__version__}"
-_IDEMPOTENT: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-_RETRY_STATUSES: Final = frozenset({500, 502, 503, 504})
 _MAX_REDIRECTS: Final = 5
 _JSON_CONTENT: Final = {"Content-Type": "application/json"}
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _CONTAINERS: Final = (dict, list)
-_BACKOFF_BASE: Final = 0.5
-_BACKOFF_CAP: Final = 8.0
 
 
 _debug: Final = functools.partial(logger.isEnabledFor, logging.DEBUG)
@@ -134,10 +131,15 @@ def _being_cancelled() -> bool:
 class RequestOptions:
     """Per-call settings; a client holds defaults, ``with_options`` derives new ones."""
 
-    max_retries: int = 3
+    retry: RetryPolicy = DEFAULT_RETRY
     timeout: float = 30.0
     priority: Priority = "normal"
     max_wait: float | None = None
+
+    @property
+    def max_retries(self) -> int:
+        """The retry policy's count (``retry.max_retries``)."""
+        return self.retry.max_retries
 
 
 Hook = Callable[[Any], Any]
@@ -674,8 +676,8 @@ class Transport:
                 if error is None:
                     raise
                 reached = not isinstance(exc, aiohttp.ClientConnectorError)
-                if attempt <= options.max_retries and (method in _IDEMPOTENT or not reached):
-                    await self._backoff(attempt, error, method, route, None, trace)
+                if options.retry.retries_connection_error(method, attempt, reached=reached):
+                    await self._backoff(options.retry, attempt, error, method, route, None, trace)
                     continue
                 logger.debug("%s %s failed after %d attempt(s): %s", method, route, attempt, error)
                 raise error from exc
@@ -731,8 +733,10 @@ class Transport:
                     f"({len(body)} bytes)",
                     path="$",
                 )
-                if attempt <= options.max_retries and method in _IDEMPOTENT:
-                    await self._backoff(attempt, decode_error, method, route, None, trace)
+                if options.retry.retries_invalid_body(method, attempt):
+                    await self._backoff(
+                        options.retry, attempt, decode_error, method, route, None, trace
+                    )
                     continue
                 raise decode_error
             status_error = error_from_response(status, body, headers, method=method, url=route)
@@ -746,7 +750,8 @@ class Transport:
                     status_error.message,
                 )
                 raise status_error
-            if status == 429 and attempt <= options.max_retries:
+            retry = options.retry
+            if status == 429 and retry.retries_status(method, status, attempt):
                 # The gate now holds the whole business until retry_after; the next acquire
                 # waits for it. No extra sleep here: one pause for everyone.
                 logger.info(
@@ -759,13 +764,9 @@ class Transport:
                 )
                 await self._on_retry(trace, method, route, attempt, status_error, None)
                 continue
-            if (
-                status in _RETRY_STATUSES
-                and attempt <= options.max_retries
-                and method in _IDEMPOTENT
-            ):
+            if status != 429 and retry.retries_status(method, status, attempt):
                 await self._backoff(
-                    attempt, status_error, method, route, headers.get("Retry-After"), trace
+                    retry, attempt, status_error, method, route, headers.get("Retry-After"), trace
                 )
                 continue
             logger.debug("%s %s -> %d after %d attempt(s), raising", method, route, status, attempt)
@@ -946,6 +947,7 @@ class Transport:
 
     async def _backoff(
         self,
+        retry: RetryPolicy,
         attempt: int,
         error: CallScalerError,
         method: str,
@@ -953,12 +955,7 @@ class Transport:
         retry_after_header: str | None,
         trace: _RequestTrace | None = None,
     ) -> None:
-        delay = random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (attempt - 1)))
-        if retry_after_header is not None:
-            try:
-                delay = max(delay, min(float(retry_after_header), 60.0))
-            except ValueError:
-                pass
+        delay = retry.backoff(attempt, retry_after_header)
         status = error.status if isinstance(error, APIStatusError) else None
         logger.info(
             "%s %s failed (%s); retry %d in %.2fs",
@@ -1079,8 +1076,9 @@ class Transport:
                 error = self._connection_error(exc, method, url)
                 if error is None:
                     raise
-                if attempt <= options.max_retries:
-                    await self._backoff(attempt, error, method, route, None)
+                reached = not isinstance(exc, aiohttp.ClientConnectorError)
+                if options.retry.retries_connection_error(method, attempt, reached=reached):
+                    await self._backoff(options.retry, attempt, error, method, route, None)
                     continue
                 raise error from exc
             assert resp is not None
@@ -1093,11 +1091,11 @@ class Transport:
                 status_error = error_from_response(
                     resp.status, body, headers, method=method, url=route
                 )
-                retryable = resp.status in _RETRY_STATUSES or resp.status == 429
-                if retryable and attempt <= options.max_retries and api_status is not None:
+                retry = options.retry
+                if api_status is not None and retry.retries_status(method, resp.status, attempt):
                     if resp.status != 429:
                         await self._backoff(
-                            attempt, status_error, method, route, headers.get("Retry-After")
+                            retry, attempt, status_error, method, route, headers.get("Retry-After")
                         )
                     continue
                 raise status_error
