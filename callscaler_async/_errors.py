@@ -298,3 +298,24 @@ def error_from_response(
     return cls(
         message, status=status, code=code, body=body, headers=headers, method=method, url=url
     )
+
+
+# Tracebacks and reprs name a class by its ``__module__``: show the public path users import
+# and catch (``callscaler_async.BadRequestError``), not this private module.
+for _error_class in (
+    CallScalerError,
+    APIConnectionError,
+    APITimeoutError,
+    APIStatusError,
+    BadRequestError,
+    AuthenticationError,
+    PermissionDeniedError,
+    NotFoundError,
+    RateLimitError,
+    InternalServerError,
+    ResponseDecodeError,
+    ResponseTooLargeError,
+    RateLimiterUnavailable,
+):
+    _error_class.__module__ = "callscaler_async"
+del _error_class

@@ -37,3 +37,8 @@ __all__ = [
     "minimum_seconds",
     "sync_businesses",
 ]
+
+# Tracebacks name an exception by its ``__module__``: the public path, not the private module.
+for _error_class in (SyncCheckpointError, SyncError):
+    _error_class.__module__ = __name__
+del _error_class

@@ -46,3 +46,8 @@ __all__ = [
     "parse_event",
     "verify_secret",
 ]
+
+# Tracebacks name an exception by its ``__module__``: the public path, not the private module.
+for _error_class in (WebhookAuthError, WebhookPayloadError, WebhookRejected):
+    _error_class.__module__ = __name__
+del _error_class
