@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ._client import DEFAULT_BASE_URL, CallScaler
@@ -45,6 +46,12 @@ from .resources import NOT_GIVEN, Download
 
 if TYPE_CHECKING:
     from .ratelimit.redis import RedisRateLimiter
+
+# A library does not decide where its log lines go: without a handler of its own, Python's
+# last-resort handler would print WARNING records (a 401, a failed hook) on the stderr of a
+# program that configured no logging. With one, they reach stderr only once the application
+# configures logging (``logging.basicConfig()``), the stdlib convention for libraries.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_BASE_URL",

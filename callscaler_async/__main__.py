@@ -1,0 +1,5 @@
+"""``python -m callscaler_async``: the ``callscaler`` command."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,153 @@
+"""What a new user sees first, in real subprocesses: the command (console script and
+``python -m``), the command without its extra, what reaches stderr when no logging is
+configured, each CLI error shown once, and exceptions named by their public path."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from callscaler_async.testing import FakeCallScaler
+
+WRONG_KEY = "cs_key_deadbeef0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[FakeCallScaler]:
+    """A fake API on its own loop in a thread, for the subprocesses to talk to."""
+    loop = asyncio.new_event_loop()
+    fake = FakeCallScaler(calls=50, seed=3, rate_limit=10_000, period=60.0)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(fake.close(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def run(
+    args: list[str], fake: FakeCallScaler | None = None, key: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCALER_")}
+    if fake is not None:
+        env["CALLSCALER_BASE_URL"] = fake.base_url
+        env["CALLSCALER_API_KEY"] = key or fake.api_key
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=60)
+
+
+def script(body: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(body)]
+
+
+def test_python_dash_m_and_the_console_script_run_the_same_cli() -> None:
+    by_module = run([sys.executable, "-m", "callscaler_async", "--help"])
+    assert by_module.returncode == 0, by_module.stderr
+    assert "Usage: python -m callscaler_async" in by_module.stdout
+    assert "sync" in by_module.stdout and "sandbox" in by_module.stdout
+    console = Path(sys.executable).with_name("callscaler")
+    by_script = run([str(console), "--help"])
+    assert by_script.returncode == 0, by_script.stderr
+    assert by_script.stdout.replace("Usage: callscaler", "Usage: python -m callscaler_async") == (
+        by_module.stdout
+    )
+    version = run([sys.executable, "-m", "callscaler_async", "--version"])
+    assert version.returncode == 0 and version.stdout.startswith("callscaler, version ")
+
+
+def test_without_the_cli_extra_one_line_and_exit_2() -> None:
+    missing = "click"
+    # A module set to None in sys.modules fails to import as if it were not installed.
+    proc = run(
+        script(
+            f"""
+            import sys
+            sys.modules[{missing!r}] = None
+            sys.argv = ["callscaler", "--help"]
+            from callscaler_async.cli import run
+            run()
+            """
+        )
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"no module named {missing!r}" in proc.stderr
+    assert "pip install 'callscaler-async[cli]'" in proc.stderr
+
+
+def test_library_is_silent_on_stderr_without_logging_config(sandbox: FakeCallScaler) -> None:
+    body = """
+        import asyncio, callscaler_async as cs
+
+        async def main() -> None:
+            async with cs.CallScaler() as client:
+                try:
+                    await client.calls.list(per_page=5)
+                except cs.AuthenticationError as exc:
+                    print("caught", exc.status)
+
+        asyncio.run(main())
+        """
+    quiet = run(script(body), sandbox, key=WRONG_KEY)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "caught 401\n"
+    assert quiet.stderr == ""
+    # Once the application configures logging, the warning is there (prefix only, no key).
+    configured = run(
+        script("import logging; logging.basicConfig()\n" + textwrap.dedent(body)),
+        sandbox,
+        key=WRONG_KEY,
+    )
+    assert configured.stdout == "caught 401\n"
+    lines = configured.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("WARNING:callscaler_async:GET calls -> 401")
+    assert "cs_key_deadbeef…" in lines[0] and WRONG_KEY not in configured.stderr
+
+
+def test_cli_shows_a_wrong_key_error_once(sandbox: FakeCallScaler) -> None:
+    proc = run([sys.executable, "-m", "callscaler_async", "numbers", "list"], sandbox, WRONG_KEY)
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: API error 401: ")
+    assert "cs_key_deadbeef…" in lines[0] and WRONG_KEY not in proc.stderr
+
+
+def test_uncaught_errors_name_their_public_module(sandbox: FakeCallScaler) -> None:
+    proc = run(
+        script(
+            """
+            import asyncio, callscaler_async as cs
+
+            async def main() -> None:
+                async with cs.CallScaler() as client:
+                    try:
+                        await client.calls.get("00000000-0000-0000-0000-000000000000")
+                    except cs.NotFoundError as exc:
+                        print(type(exc), repr(exc))
+                    owned = (await client.numbers.list(per_page=1)).items[0]
+                    await client.numbers.purchase(owned.phone_number)  # not available: a 400
+
+            asyncio.run(main())
+            """
+        ),
+        sandbox,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("<class 'callscaler_async.NotFoundError'> NotFoundError(")
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("callscaler_async.BadRequestError: 400"), proc.stderr
+    assert "_errors" not in proc.stderr.splitlines()[-1]
