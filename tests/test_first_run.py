@@ -5,13 +5,16 @@ configured, each CLI error shown once, and exceptions named by their public path
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,11 +23,14 @@ from callscaler_async.testing import FakeCallScaler
 WRONG_KEY = "cs_key_deadbeef0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[FakeCallScaler]:
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@contextlib.contextmanager
+def threaded_fake(**kwargs: Any) -> Iterator[FakeCallScaler]:
     """A fake API on its own loop in a thread, for the subprocesses to talk to."""
     loop = asyncio.new_event_loop()
-    fake = FakeCallScaler(calls=50, seed=3, rate_limit=10_000, period=60.0)
+    fake = FakeCallScaler(**kwargs)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     asyncio.run_coroutine_threadsafe(fake.start(), loop).result(10)
@@ -35,6 +41,12 @@ def sandbox() -> Iterator[FakeCallScaler]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[FakeCallScaler]:
+    with threaded_fake(calls=50, seed=3, rate_limit=10_000, period=60.0) as fake:
+        yield fake
 
 
 def run(
@@ -151,3 +163,32 @@ def test_uncaught_errors_name_their_public_module(sandbox: FakeCallScaler) -> No
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("callscaler_async.BadRequestError: 400"), proc.stderr
     assert "_errors" not in proc.stderr.splitlines()[-1]
+
+
+def test_the_readme_tour_runs_twice_and_prints_what_its_comment_says(tmp_path: Path) -> None:
+    text = README.read_text("utf-8")
+    tour = text[text.index("## Tour") :]
+    code = tour[tour.index("```python\n") + len("```python\n") : tour.index("\n```\n")]
+    promised = re.search(r"print\(page\.total.*# (.+)$", code, re.MULTILINE)
+    assert promised is not None, "the Tour's first print has no comment saying what it prints"
+    (tmp_path / "tour.py").write_text(code + "\n")
+    # The data of `callscaler sandbox` with its defaults (500 calls, seed 0); a large limit
+    # only so that two runs never wait for the budget.
+    with threaded_fake(calls=500, seed=0, rate_limit=10_000, period=60.0) as fake:
+        outputs = []
+        for _ in range(2):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("CALLSCALER_")}
+            env |= {"CALLSCALER_BASE_URL": fake.base_url, "CALLSCALER_API_KEY": fake.api_key}
+            proc = subprocess.run(
+                [sys.executable, "tour.py"], cwd=tmp_path, env=env, capture_output=True,
+                text=True, timeout=120,
+            )  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stderr == ""
+            outputs.append(proc.stdout.splitlines())
+        assert len(fake.purchases) == 2  # a number bought (and released) by each run
+    for lines in outputs:
+        assert lines[0] == promised.group(1).strip()
+        assert lines[-1].startswith("RateLimitSnapshot(")
+    assert outputs[0][:-1] == outputs[1][:-1]  # the same walk both times
+    assert (tmp_path / "call.mp3").stat().st_size > 0
