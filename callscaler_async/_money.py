@@ -27,6 +27,9 @@ __all__ = ["Money"]
 # ``decimal`` is imported by the methods that use it, not here: it is about 2 ms of
 # ``import callscaler_async`` and most programs never ask for a Decimal.
 _SYMBOLS = {"USD": "$"}
+# Python's own limit for printing an int (``sys.get_int_max_str_digits()``'s default): an
+# amount with more digits of cents could not even be shown.
+_MAX_DIGITS = 4300
 
 
 def _is_int(value: object) -> bool:
@@ -126,14 +129,18 @@ class Money:
         # precision (28 digits by default), this cannot.
         sign, digits, exponent = value.as_tuple()
         assert isinstance(exponent, int)  # finite
-        number = int("".join(map(str, digits)) or "0")
-        shift = exponent + 2
-        if shift >= 0:
-            cents = number * 10**shift
-        else:
-            cents, fraction = divmod(number, 10**-shift)
-            if fraction:
-                raise ValueError(f"amount has a fraction of a cent: {amount!r}")
+        # The exponent is the text's ("1e-999999999"): bound the work before any 10 ** shift.
+        text = "".join(map(str, digits))
+        trimmed = text.rstrip("0")
+        significant = trimmed.lstrip("0")
+        if not significant:
+            return cls(0, currency)
+        shift = exponent + 2 + len(text) - len(trimmed)  # cents = significant * 10 ** shift
+        if shift < 0:
+            raise ValueError(f"amount has a fraction of a cent: {amount!r}")
+        if len(significant) + shift > _MAX_DIGITS:
+            raise ValueError(f"amount has more than {_MAX_DIGITS} digits: {amount!r}")
+        cents = int(significant) * 10**shift
         return cls(-cents if sign else cents, currency)
 
     @property

@@ -137,6 +137,54 @@ def test_from_amount_is_exact_beyond_the_decimal_context() -> None:
         Money.from_amount("1" * 40 + ".001")
 
 
+@pytest.mark.parametrize(
+    ("amount", "expected"),
+    [
+        ("0e-999999999", Money(0)),  # zero whatever its exponent
+        ("-0.00", Money(0)),
+        ("1.2300000000", Money(123)),  # trailing zeros are not a fraction of a cent
+        ("12e-1", Money(120)),
+        ("1e3", Money(100_000)),
+    ],
+)
+def test_from_amount_reads_the_exponent(amount: str, expected: Money) -> None:
+    assert Money.from_amount(amount) == expected
+
+
+@pytest.mark.parametrize(
+    ("amount", "refused"),
+    [
+        # Valid Decimals whose exponent alone would take 10 ** 999999997: refused at once
+        # (the suite's timeout is what fails if they are computed).
+        ("1e-999999999", "fraction of a cent"),
+        (Decimal("-5E-999999999"), "fraction of a cent"),
+        ("1e999999999", "more than 4300 digits"),
+        ("9" * 4299 + "e3", "more than 4300 digits"),
+    ],
+)
+def test_from_amount_refuses_extreme_exponents_without_computing_them(
+    amount: str | Decimal, refused: str
+) -> None:
+    with pytest.raises(ValueError, match=refused):
+        Money.from_amount(amount)
+
+
+@given(
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.integers(min_value=-40, max_value=40),
+)
+def test_from_amount_is_the_exact_value_of_any_decimal(coefficient: int, exponent: int) -> None:
+    value = Decimal(f"{coefficient}e{exponent}")  # exact: no context rounding
+    with localcontext() as ctx:
+        ctx.prec = 200
+        cents = value * 100
+        if cents == cents.to_integral_value():
+            assert Money.from_amount(value) == Money(int(cents))
+        else:
+            with pytest.raises(ValueError, match="fraction of a cent"):
+                Money.from_amount(value)
+
+
 @pytest.mark.parametrize("convert", [int, float, complex, range, hex, Decimal])
 def test_no_implicit_numeric_conversion(convert: Any) -> None:
     with pytest.raises(TypeError):
