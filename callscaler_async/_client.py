@@ -116,7 +116,7 @@ class CallScaler:
             )
         if not isinstance(rate_limit, RateLimit):
             raise TypeError(f"rate_limit must be a RateLimit, got {rate_limit!r}")
-        retry_policy = _retry_policy(retry or DEFAULT_RETRY, max_retries)
+        retry_policy = _retry_policy(DEFAULT_RETRY if retry is None else retry, max_retries)
         _check_timeout(timeout)
         priority_rank(priority)
         if (
@@ -201,7 +201,9 @@ class CallScaler:
             _check_timeout(timeout)
             changes["timeout"] = timeout
         if retry is not None or max_retries is not None:
-            changes["retry"] = _retry_policy(retry or self._options.retry, max_retries)
+            changes["retry"] = _retry_policy(
+                self._options.retry if retry is None else retry, max_retries
+            )
         view = object.__new__(CallScaler)
         view.__dict__.update(self.__dict__)
         view._options = attrs.evolve(self._options, **changes)
@@ -358,7 +360,10 @@ class _RawResource:
 def _retry_policy(retry: RetryPolicy, max_retries: int | None) -> RetryPolicy:
     """``retry``, with its count replaced by ``max_retries`` when that is given."""
     if not isinstance(retry, RetryPolicy):
-        raise TypeError(f"retry must be a RetryPolicy, got {retry!r}")
+        # retry=False (urllib3's spelling of "no retries") must not mean the default policy.
+        raise TypeError(
+            f"retry must be a RetryPolicy, got {retry!r}; for no retries pass max_retries=0"
+        )
     if max_retries is None:
         return retry
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:

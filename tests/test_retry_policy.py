@@ -119,6 +119,12 @@ def test_client_and_with_options_take_a_policy() -> None:
     assert client.with_options(priority="low").options.retry is policy
     with pytest.raises(TypeError):
         cs.CallScaler(key, retry=3)  # type: ignore[arg-type]
+    # A falsy non-policy is refused too, not read as "no policy given" (the default, 3 retries).
+    for falsy in (False, 0, ""):
+        with pytest.raises(TypeError, match="max_retries=0"):
+            cs.CallScaler(key, retry=falsy)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="max_retries=0"):
+            client.with_options(retry=falsy)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         client.with_options(max_retries=-1)
 
