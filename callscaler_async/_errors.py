@@ -54,6 +54,19 @@ _MAX_QUOTED_BODY = 200
 class CallScalerError(Exception):
     """Base class of every exception raised by callscaler-async."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy rebuild an exception as ``cls(*self.args)``, which misses the
+        # keyword-only fields of subclasses (``status=``, ``limit=``): rebuild it without
+        # ``__init__`` and restore its attributes, so errors cross process boundaries
+        # (multiprocessing, concurrent.futures) whole.
+        return (_restore_error, (type(self), self.args), self.__dict__)
+
+
+def _restore_error(cls: type[CallScalerError], args: tuple[Any, ...]) -> CallScalerError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    return error
+
 
 class APIConnectionError(CallScalerError):
     """The request failed before a complete response arrived (refused, reset, DNS, TLS)."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+import callscaler_async as cs
 from callscaler_async.testing import FakeCallScaler
 
 WRONG_KEY = "cs_key_deadbeef0123456789abcdef"
@@ -192,3 +195,42 @@ def test_the_readme_tour_runs_twice_and_prints_what_its_comment_says(tmp_path: P
         assert lines[-1].startswith("RateLimitSnapshot(")
     assert outputs[0][:-1] == outputs[1][:-1]  # the same walk both times
     assert (tmp_path / "call.mp3").stat().st_size > 0
+
+
+def _public_errors() -> list[BaseException]:
+    """One instance of every public exception class, built as the SDK builds them."""
+    from callscaler_async import sync, webhooks
+    from callscaler_async._errors import error_from_response
+
+    headers = {"Retry-After": "7", "X-Request-Id": "req-1"}
+    body = b'{"error": {"code": "invalid_parameter", "message": "per_page must be 1..100"}}'
+    errors: list[BaseException] = [
+        error_from_response(status, body, headers, method="GET", url="calls")
+        for status in (400, 401, 403, 404, 409, 429, 500, 503)
+    ]
+    errors += [
+        cs.CallScalerError("plain"),
+        cs.APIConnectionError("refused", method="GET", url="/api/v1/calls"),
+        cs.APITimeoutError("slow", method="GET", url="/api/v1/calls"),
+        cs.ResponseDecodeError("expected an integer", path="$.data.total", model="Page"),
+        cs.ResponseTooLargeError("too big", limit=1024, method="GET", url="/api/v1/calls"),
+        cs.RateLimiterUnavailable("redis down"),
+        sync.SyncError("window kept changing"),
+        sync.SyncCheckpointError("unreadable"),
+        webhooks.WebhookAuthError("wrong secret"),
+        webhooks.WebhookPayloadError("not an object", path="$.call"),
+        webhooks.WebhookRejected(413, "body over 262144 bytes"),
+    ]
+    return errors
+
+
+@pytest.mark.parametrize("error", _public_errors(), ids=lambda e: type(e).__name__)
+def test_public_errors_pickle_and_copy_whole_by_their_public_path(error: BaseException) -> None:
+    cls = type(error)
+    # pickle finds a class by __module__ + name: the public path must hold this very class.
+    assert b"._" not in pickle.dumps(cls), pickle.dumps(cls)
+    for clone in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+        assert type(clone) is cls
+        assert clone.args == error.args
+        assert str(clone) == str(error) and repr(clone) == repr(error)
+        assert vars(clone) == vars(error)

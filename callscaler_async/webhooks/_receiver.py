@@ -9,6 +9,7 @@ body as bytes or as an async iterator of chunks, turn a ``WebhookRejected`` into
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -38,6 +39,10 @@ class WebhookRejected(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle would call ``cls(message)``, without the status.
+        return (type(self), (self.status, self.message), self.__dict__)
 
 
 @attrs.frozen
