@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,80 @@ def test_without_the_cli_extra_one_line_and_exit_2() -> None:
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert f"no module named {missing!r}" in proc.stderr
     assert "pip install 'callscaler-async[cli]'" in proc.stderr
+
+
+@pytest.mark.parametrize("missing", ["click", "rich"])
+def test_a_command_importing_a_missing_extra_when_it_runs_says_so_in_one_line(
+    missing: str,
+) -> None:
+    # A command may import part of the extra (rich for a progress bar) only when it runs.
+    proc = run(
+        script(
+            f"""
+            import sys
+            from callscaler_async.cli import _app, run
+            sys.modules[{missing!r}] = None  # imports as if not installed
+
+            @_app.main.command("needs-extra")
+            def needs_extra() -> None:
+                from {missing} import progress
+
+            run(["needs-extra"])
+            """
+        )
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert f"no module named {missing!r}" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        "click.no_such_module",  # inside an installed package of the extra
+        "callscaler_async.cli._no_such_module",  # one of ours
+        "no_such_dependency",  # not a package of the extra
+    ],
+)
+@pytest.mark.parametrize("when", ["import", "run"])
+def test_an_import_bug_keeps_its_traceback(broken: str, when: str) -> None:
+    # Not "install the cli extra": the extra is installed, and installing it again cannot help.
+    if when == "import":
+        body = f"""
+            import sys, importlib.abc
+
+            class Broken(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path=None, target=None):
+                    if name == "callscaler_async.cli._app":
+                        raise ModuleNotFoundError(f"No module named {broken!r}", name={broken!r})
+
+            sys.meta_path.insert(0, Broken())
+            from callscaler_async.cli import run
+            run(["--help"])
+            """
+    else:
+        body = f"""
+            from callscaler_async.cli import _app, run
+
+            @_app.main.command("broken")
+            def broken() -> None:
+                import {broken}
+
+            run(["broken"])
+            """
+    proc = run(script(body))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" in proc.stderr and "cli extra" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("ModuleNotFoundError: No module named")
+
+
+def test_the_missing_extra_modules_cover_the_cli_extra() -> None:
+    from callscaler_async.cli import _CLI_EXTRA_MODULES
+
+    pyproject = tomllib.loads((README.parent / "pyproject.toml").read_text("utf-8"))
+    extra = pyproject["project"]["optional-dependencies"]["cli"]
+    packages = {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower() for req in extra}
+    assert packages and packages <= _CLI_EXTRA_MODULES
 
 
 def test_library_is_silent_on_stderr_without_logging_config(sandbox: FakeCallScaler) -> None:

@@ -18,18 +18,31 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "run"]
 
-# Top-level modules the command needs that the core install does not bring.
+# Top-level modules the command needs that the core install does not bring: the packages of
+# the ``cli`` extra in pyproject.toml (a test keeps the two in step).
 _CLI_EXTRA_MODULES = frozenset({"click", "rich"})
 _INSTALL_HINT = "pip install 'callscaler-async[cli]'"
+
+
+def _missing_extra_module(exc: ModuleNotFoundError) -> str | None:
+    """The ``cli`` extra's package whose absence ``exc`` reports, else None.
+
+    Only the package itself counts: an import failing *inside* an installed click or rich
+    (``rich.progres``), or a module of ours, is a bug that keeps its traceback.
+    """
+    return exc.name if exc.name in _CLI_EXTRA_MODULES else None
 
 
 def run(argv: list[str] | None = None) -> NoReturn:
     """The ``callscaler`` console script and ``python -m callscaler_async``."""
     try:
         from ._app import main
+
+        # Inside the try too: a command may import part of the extra only when it runs.
+        main(args=argv)
     except ModuleNotFoundError as exc:
-        missing = (exc.name or "").partition(".")[0]
-        if missing not in _CLI_EXTRA_MODULES:
+        missing = _missing_extra_module(exc)
+        if missing is None:
             raise
         print(
             f"callscaler: the command needs the cli extra (no module named {missing!r}): "
@@ -37,7 +50,6 @@ def run(argv: list[str] | None = None) -> NoReturn:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    main(args=argv)
     raise SystemExit(0)  # click's standalone mode exits by itself; not reached
 
 
