@@ -71,7 +71,7 @@ class Money:
       ``sum()`` of an empty list is ``0``, so ``sum(amounts, Money(0))`` is typed ``Money``;
     * ``a * n`` and ``n * a`` with an ``int`` ``n`` (no floats, no ``Money * Money``);
     * ``a.allocate(3)`` or ``a.allocate([1, 2, 1])``: parts that add up to ``a`` exactly,
-      the leftover cents going one each to the first parts;
+      each within a cent of its exact share;
     * ``a / n`` with an ``int`` ``n``: the nearest cent, ties to even (banker's rounding,
       ``Money(5) / 2 == Money(2)``), so ``(a / n) * n`` may differ from ``a`` by up to
       ``n // 2`` cents; use ``allocate`` when the parts must add up;
@@ -236,6 +236,10 @@ class Money:
             raise TypeError(f"ndigits must be an int, got {ndigits!r}")
         if ndigits >= 2:
             return self
+        if 2 - ndigits > abs(self.cents).bit_length():
+            # 10 ** (2 - ndigits) > 2 * |cents|: rounds to zero, without computing the power
+            # (``round(m, -10**9)`` would otherwise take forever, as ``round(5, -10**9)`` does).
+            return Money(0, self.currency)
         step = 10 ** (2 - ndigits)
         return Money(_divide_half_even(self.cents, step) * step, self.currency)
 
@@ -244,12 +248,16 @@ class Money:
 
         ``parts`` is a count (equal shares) or a sequence of non-negative int ratios. Each
         part gets its ratio's share rounded toward zero; the cents left over go one each to
-        the first parts. A negative amount splits like its opposite, negated.
+        the parts that lost the most to that rounding, the first ones on ties (equal shares:
+        the first parts). Every part is within a cent of its exact share. A negative amount
+        splits like its opposite, negated.
 
         >>> Money(100).allocate(3)
         [Money(cents=34), Money(cents=33), Money(cents=33)]
         >>> Money(1000).allocate([1, 3])
         [Money(cents=250), Money(cents=750)]
+        >>> Money(10).allocate([2, 1, 1])
+        [Money(cents=5), Money(cents=3), Money(cents=2)]
         """
         if _is_int(parts):
             assert isinstance(parts, int)
@@ -267,16 +275,20 @@ class Money:
             raise ValueError(f"allocate() ratios must not all be zero, got {parts!r}")
         sign = -1 if self.cents < 0 else 1
         whole = abs(self.cents)
-        shares = [whole * ratio // total for ratio in ratios]
+        shares = []
+        remainders = []
+        for ratio in ratios:
+            share, remainder = divmod(whole * ratio, total)
+            shares.append(share)
+            remainders.append(remainder)
         left = whole - sum(shares)
-        # Each part with a ratio lost less than a cent, so fewer cents are left than there
-        # are such parts: one each to the first of them (a zero ratio gets nothing).
-        for i, ratio in enumerate(ratios):
-            if left == 0:
-                break
-            if ratio:
+        # Each part rounded down lost less than a cent, so fewer cents are left than there are
+        # such parts: one each to those that lost the most (the first on ties). A part whose
+        # share was exact (a zero ratio among them) gets none, so every part stays within a
+        # cent of its exact share: $0.10 split 2:1:1 is 5, 3, 2 cents, not 6, 2, 2.
+        if left:
+            for i in sorted(range(len(shares)), key=lambda i: -remainders[i])[:left]:
                 shares[i] += 1
-                left -= 1
         return [Money(sign * share, self.currency) for share in shares]
 
     def __lt__(self, other: Money) -> bool:

@@ -89,6 +89,24 @@ def test_allocate_by_ratios_adds_up_and_follows_them(a: Money, ratios: list[int]
             assert part == Money(0)
 
 
+@pytest.mark.parametrize(
+    ("amount", "ratios", "cents"),
+    [
+        # An exact share gets no left-over cent (this gave 6, 2, 2 and 5487, ...).
+        (10, [2, 1, 1], [5, 3, 2]),
+        (52117, [160, 360, 1000], [5486, 12344, 34287]),
+        (-10, [2, 1, 1], [-5, -3, -2]),
+        (100, [1, 1, 1], [34, 33, 33]),  # equal remainders: the first parts
+        (5, [0, 1, 0, 1], [0, 3, 0, 2]),
+        (1, [3, 3, 0], [1, 0, 0]),
+    ],
+)
+def test_allocate_gives_the_left_over_cents_to_the_parts_rounded_down_most(
+    amount: int, ratios: list[int], cents: list[int]
+) -> None:
+    assert Money(amount).allocate(ratios) == [Money(c) for c in cents]
+
+
 @given(moneys, divisors)
 def test_division_is_the_nearest_cent_ties_to_even(a: Money, n: int) -> None:
     quotient = (a / n).cents
@@ -116,6 +134,21 @@ def test_round_is_decimal_rounding_half_even(a: Money, ndigits: int) -> None:
     assert round(a) == round(a, 0)
     if ndigits >= 2:
         assert round(a, ndigits) == a
+
+
+@given(moneys, st.integers(min_value=-40, max_value=-5))
+def test_round_to_beyond_the_amount_is_decimal_rounding(a: Money, ndigits: int) -> None:
+    # Across the point where the step outgrows the amount (|amount| < 10 ** 13 here).
+    with localcontext() as ctx:
+        ctx.prec = 100
+        assert round(a, ndigits).amount == round(a.amount, ndigits)
+    if ndigits < -13:
+        assert round(a, ndigits) == Money(0)
+
+
+def test_round_with_a_huge_negative_ndigits_answers_at_once() -> None:
+    # The suite's timeout is what fails if 10 ** (10 ** 9) is computed.
+    assert round(Money(-(10**15), "EUR"), -(10**9)) == Money(0, "EUR")
 
 
 @given(moneys)
