@@ -82,6 +82,21 @@ def test_python_dash_m_and_the_console_script_run_the_same_cli() -> None:
     assert version.returncode == 0 and version.stdout.startswith("callscaler, version ")
 
 
+def test_importing_the_main_modules_runs_nothing() -> None:
+    # Documentation tools and pkgutil.walk_packages import every module, __main__ included.
+    proc = run(
+        script(
+            """
+            import callscaler_async.__main__, callscaler_async.cli.__main__
+            print("imported")
+            """
+        )
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "imported\n", "")
+    by_cli_module = run([sys.executable, "-m", "callscaler_async.cli", "--version"])
+    assert by_cli_module.returncode == 0 and by_cli_module.stdout.startswith("callscaler, version")
+
+
 def test_without_the_cli_extra_one_line_and_exit_2() -> None:
     missing = "click"
     # A module set to None in sys.modules fails to import as if it were not installed.

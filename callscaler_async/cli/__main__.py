@@ -1,3 +1,4 @@
 from . import run
 
-run()
+if __name__ == "__main__":  # imported (by a documentation tool, pkgutil.walk_packages): no run
+    run()
