@@ -33,7 +33,7 @@ from ..sync import (
     JSONLinesSink,
     SyncCheckpointError,
 )
-from ._progress import ProgressLine, summary_lines
+from ._progress import progress_display, summary_lines
 
 __all__ = ["main"]
 
@@ -245,14 +245,13 @@ def sync_calls(
                         f"(range pinned to {previous.until:%Y-%m-%d %H:%M:%S} UTC)", err=True
                     )  # fmt: skip
             sink = CSVSink(out) if fmt == "csv" else JSONLinesSink(out)
-            progress = ProgressLine(sys.stderr, client._rate_limit_config)
+            progress = None if quiet else progress_display(sys.stderr)
             try:
                 summary = await job.run(
-                    sink, store=store, key=key, resume=resume,
-                    on_progress=None if quiet else progress,
-                )  # fmt: skip
+                    sink, store=store, key=key, resume=resume, on_progress=progress
+                )
             finally:
-                if not quiet:
+                if progress is not None:
                     progress.finish()
             click.echo(f"synced {summary.items:,} calls to {out} ({fmt})", err=True)
             for line in summary_lines(summary):

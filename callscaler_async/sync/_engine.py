@@ -31,6 +31,7 @@ import attrs
 
 from .._errors import CallScalerError
 from ..models import Call
+from ..ratelimit import RateLimit, RateLimitSnapshot
 from ._checkpoint import CheckpointStore, MemoryStore, SyncCheckpoint, SyncCheckpointError
 from ._sinks import Sink, as_sink
 
@@ -51,7 +52,14 @@ class SyncError(CallScalerError):
 
 @attrs.frozen
 class SyncProgress:
-    """Handed to ``on_progress`` after every delivered batch."""
+    """Handed to ``on_progress`` after every delivered batch.
+
+    ``total_estimate`` is what the server counts in the range: the calls delivered from
+    windows finished before a resume, plus one count of the rest of the range taken when
+    the sync starts, replaced by the windows' own counts once every window has been counted.
+    None until the first count arrived. With data that does not change under the sync it is
+    exact; :attr:`estimated_total` is the figure to show.
+    """
 
     business: str
     delivered: int
@@ -61,17 +69,57 @@ class SyncProgress:
     pages: int
     requests: int
     elapsed: float
-    windows_counted: int = 0  # windows whose total is known (total_estimate covers these)
+    windows_counted: int = 0  # windows whose own count is known (finished ones included)
+    delivered_at_start: int = 0  # calls already delivered when this run started (a resume)
+    rate_limit: RateLimit | None = None  # the server's X-RateLimit-Limit per configured period
+    remaining: int | None = None  # the server's latest X-RateLimit-Remaining
+    window: tuple[dt.datetime, dt.datetime] | None = None  # the window being delivered
+
+    @property
+    def finished(self) -> bool:
+        """Every window is delivered."""
+        return self.windows_done >= self.windows
 
     @property
     def estimated_total(self) -> int | None:
-        """``total_estimate`` extrapolated to the windows not counted yet."""
-        if self.total_estimate is None or self.windows_counted <= 0:
+        """The total to show: never below ``delivered``, exactly ``delivered`` once finished.
+
+        Calls added inside the range while it is walked (back-dated) or deleted from it are
+        the only way it moves after the first count.
+        """
+        if self.finished:
+            return self.delivered
+        if self.total_estimate is None:
             return None
-        if self.windows_counted >= self.windows:
-            return max(self.total_estimate, self.delivered)
-        scaled = self.total_estimate * self.windows / self.windows_counted
-        return max(round(scaled), self.delivered)
+        return max(self.total_estimate, self.delivered)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left: the larger of what the rate limit allows and what this run achieves.
+
+        The rate limit's share is the least time the pages left need at ``rate_limit``
+        (beyond the ``remaining`` budget in hand); it is dropped once this run has sent more
+        requests than that limit allows, which means the server's window is shorter than the
+        configured period. None while the total is unknown.
+        """
+        total = self.estimated_total
+        if total is None:
+            return None
+        left = total - self.delivered
+        if left <= 0:
+            return 0.0
+        pages_left = math.ceil(left / _PER_PAGE) + max(self.windows - self.windows_done - 1, 0)
+        estimates: list[float] = []
+        limit = self.rate_limit
+        if limit is not None and self.requests <= limit.requests * (
+            1 + self.elapsed / limit.period
+        ):
+            in_hand = self.remaining if self.remaining is not None else 0
+            estimates.append(max(pages_left - in_hand, 0) * limit.period / limit.requests)
+        done = self.delivered - self.delivered_at_start
+        if done > 0 and self.elapsed > 0:
+            estimates.append(left * self.elapsed / done)
+        return max(estimates) if estimates else None
 
 
 @attrs.frozen
@@ -88,6 +136,7 @@ class SyncSummary:
     since: dt.datetime
     until: dt.datetime
     resumed: bool
+    rate_limit: RateLimit | None = None  # what ``minimum`` assumed
 
     @property
     def elapsed_over_minimum(self) -> float | None:
@@ -152,6 +201,12 @@ class CallSync:
         self.rewalks = 0
         self.delivered = 0
         self.total_estimate: int | None = None
+        # The total's bookkeeping (see ``SyncProgress.total_estimate``): calls of windows
+        # finished before this run, one count of the rest of the range, each window's count.
+        self._delivered_before = 0
+        self._first_window = 0
+        self._range_count: int | None = None
+        self._window_count = 0
         self._window_totals: dict[int, int] = {}
 
     # --------------------------------------------------------------- windows
@@ -226,7 +281,29 @@ class CallSync:
 
     def _note_total(self, index: int, total: int) -> None:
         self._window_totals[index] = total
-        self.total_estimate = sum(self._window_totals.values())
+        self._update_total_estimate()
+
+    def _update_total_estimate(self) -> None:
+        counted = sum(self._window_totals.values())
+        if len(self._window_totals) >= self._window_count - self._first_window:
+            self.total_estimate = self._delivered_before + counted
+        elif self._range_count is not None:
+            self.total_estimate = self._delivered_before + max(self._range_count, counted)
+        else:
+            self.total_estimate = None
+
+    async def _count_rest(self, checkpoint: SyncCheckpoint) -> None:
+        """One request for the size of the range not delivered yet (``per_page=1``)."""
+        start, _ = self._bounds(checkpoint, checkpoint.windows_done)
+        try:
+            page = await self._client.calls.list(
+                date_from=start, date_to=checkpoint.until, per_page=1
+            )
+        except CallScalerError as exc:  # the walk meets the same error and reports it
+            logger.debug("sync: counting the range failed (%s); total known per window", exc)
+            return
+        self._range_count = page.total
+        self._update_total_estimate()
 
     async def batches(
         self, checkpoint: SyncCheckpoint | None = None
@@ -340,6 +417,17 @@ class CallSync:
                 key, checkpoint.delivered, checkpoint.windows_done, checkpoint.window_count,
             )  # fmt: skip
         self.delivered = checkpoint.delivered
+        delivered_at_start = checkpoint.delivered
+        self._delivered_before = checkpoint.delivered - len(checkpoint.window_ids)
+        self._first_window = checkpoint.windows_done
+        self._window_count = checkpoint.window_count
+        self._range_count = None
+        self._window_totals = {}
+        self._update_total_estimate()
+        # The count is only for progress: a run nobody watches does not spend a request on it.
+        counting = (
+            asyncio.ensure_future(self._count_rest(checkpoint)) if on_progress is not None else None
+        )
         try:
             # Inside the try: a sync cancelled (or failing) while the sink opens still closes
             # it, e.g. a file a sink's thread opened after the cancellation arrived.
@@ -359,6 +447,7 @@ class CallSync:
                 await store.save(key, checkpoint)
                 self.delivered = checkpoint.delivered
                 if on_progress is not None and (batch or finished):
+                    snapshot = self._client.rate_limit
                     on_progress(
                         SyncProgress(
                             business=checkpoint.business,
@@ -369,16 +458,28 @@ class CallSync:
                             pages=self.pages,
                             requests=transport.requests_sent - requests_before,
                             elapsed=loop.time() - started,
-                            windows_counted=len(self._window_totals),
+                            windows_counted=self._first_window + len(self._window_totals),
+                            delivered_at_start=delivered_at_start,
+                            rate_limit=self._server_rate_limit(snapshot),
+                            remaining=snapshot.remaining if snapshot else None,
+                            window=(
+                                None
+                                if checkpoint.windows_done >= checkpoint.window_count
+                                else self._bounds(checkpoint, checkpoint.windows_done)
+                            ),
                         )
                     )
             checkpoint.finished = True
             await store.save(key, checkpoint)
         finally:
+            if counting is not None:
+                counting.cancel()
+                with contextlib.suppress(BaseException):
+                    await counting
             await target.close()
         requests = transport.requests_sent - requests_before
-        limit = self._client._rate_limit_config
         snapshot = self._client.rate_limit
+        limit = self._server_rate_limit(snapshot)
         return SyncSummary(
             business=checkpoint.business,
             items=checkpoint.delivered,
@@ -390,7 +491,16 @@ class CallSync:
             since=checkpoint.since,
             until=checkpoint.until,
             resumed=resumed,
+            rate_limit=limit,
         )
+
+    def _server_rate_limit(self, snapshot: RateLimitSnapshot | None) -> RateLimit:
+        """The server's ``X-RateLimit-Limit`` over the configured period (the server does not
+        say its period); the configured limit until the server has answered."""
+        config = self._client._rate_limit_config
+        if snapshot is None or snapshot.limit is None:
+            return config
+        return RateLimit(requests=snapshot.limit, period=config.period)
 
 
 async def sync_businesses(
