@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 import itertools
+import json
 import os
 import pty
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -148,7 +150,10 @@ async def test_minimum_and_progress_use_the_limit_the_server_reports() -> None:
             )
     assert summary.rate_limit == cs.RateLimit(600, 60.0)
     assert summary.minimum == minimum_seconds(summary.requests, 600, 60.0)
-    assert all(p.rate_limit == cs.RateLimit(600, 60.0) for p in events)
+    # The event at the start, before any answer, knows only the configured limit.
+    assert events[0].requests == 0 and events[0].rate_limit == cs.RateLimit(60, 60.0)
+    assert len(events) > 2
+    assert all(p.rate_limit == cs.RateLimit(600, 60.0) for p in events[1:])
 
 
 async def _nothing() -> None:
@@ -172,6 +177,12 @@ def test_eta_from_the_rate_limit_exact_arithmetic() -> None:
     p = _progress(delivered=9000, delivered_at_start=6000, elapsed=10.0, requests=30)
     assert p.eta == 10.0
     assert _progress(total_estimate=None).eta is None
+    # Redrawn 30 s after the event with no batch since: the limit's 120 s count down to 90 s;
+    # the observed rate slows (6,000 in 30 + 60 s: 90 s left), and the larger wins.
+    p = _progress(rate_limit=cs.RateLimit(60, 60.0), remaining=0)
+    assert p.eta_after(30.0) == 90.0
+    p = _progress(delivered=6000, elapsed=30.0, requests=60, rate_limit=cs.RateLimit(600, 60.0))
+    assert p.eta_after(60.0) == 90.0
 
 
 def test_estimated_total_is_delivered_once_finished() -> None:
@@ -212,9 +223,20 @@ def test_summary_says_when_the_run_beat_the_sliding_minimum() -> None:
 # ---------------------------------------------------------------- on a real terminal
 
 
-def _run_on_pty(argv: list[str], env: dict[str, str], columns: int = 120) -> str:
-    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr; everything it printed."""
+def _run_on_pty(
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    columns: int = 120,
+    interrupt_on: str | None = None,
+    expect: int = 0,
+) -> str:
+    """Run ``argv`` with a pseudo-terminal as stdin/stdout/stderr; everything it printed.
+
+    With ``interrupt_on`` (a regular expression), SIGINT (Ctrl-C) is sent once it matches.
+    """
     import fcntl
+    import signal
     import struct
     import termios
 
@@ -222,7 +244,8 @@ def _run_on_pty(argv: list[str], env: dict[str, str], columns: int = 120) -> str
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
-    chunks: list[bytes] = []
+    seen = b""
+    interrupted = False
     while True:
         try:
             data = os.read(master, 65536)
@@ -230,10 +253,15 @@ def _run_on_pty(argv: list[str], env: dict[str, str], columns: int = 120) -> str
             break
         if not data:
             break
-        chunks.append(data)
+        seen += data
+        if interrupt_on and not interrupted and re.search(interrupt_on.encode(), seen):
+            proc.send_signal(signal.SIGINT)
+            interrupted = True
     os.close(master)
-    assert proc.wait(30) == 0, b"".join(chunks).decode(errors="replace")
-    return b"".join(chunks).decode(errors="replace")
+    text = seen.decode(errors="replace")
+    assert proc.wait(30) == expect, text
+    assert interrupted or interrupt_on is None, text
+    return text
 
 
 def _cli_env(fake: FakeCallScaler, **extra: str) -> dict[str, str]:
@@ -275,3 +303,25 @@ def test_sync_on_a_terminal_without_rich_prints_plain_lines(tmp_path: Path) -> N
     assert "2,000/2,000 calls 100%" in out
     assert "synced 2,000 calls" in out
     assert "Traceback" not in out
+
+
+def test_sync_interrupted_on_a_terminal_says_what_is_saved_and_resumes(tmp_path: Path) -> None:
+    pytest.importorskip("rich")
+    out = tmp_path / "calls.jsonl"
+    argv = [sys.executable, "-m", "callscaler_async.cli", "sync", "calls", "--since",
+            "2026-01-01", "--out", str(out)]  # fmt: skip
+    # Slow answers keep the sync going long enough for Ctrl-C to land mid-way.
+    with ThreadedFake(calls=6000, seed=12, rate_limit=10_000, period=60.0, latency=0.05) as fake:
+        some = r" [1-9][\d,]*/6,000 calls"  # a batch or more delivered
+        first = _run_on_pty(argv, _cli_env(fake), interrupt_on=some, expect=130)
+        checkpoint = json.loads((tmp_path / "calls.jsonl.checkpoint.json").read_text())
+        saved = checkpoint["delivered"]
+        assert 0 < saved < 6000 and not checkpoint["finished"]
+        assert f"interrupted: {saved:,} calls are in {out} and its checkpoint" in first
+        assert "Traceback" not in first
+        second = _run_on_pty(argv, _cli_env(fake))
+    ids = [line.split(b'"id":', 1)[1][:40] for line in out.read_bytes().splitlines()]
+    assert len(ids) == len(set(ids)) == 6000
+    assert f"resuming: {saved:,} calls already in" in second
+    assert "6,000/6,000 calls" in second and "100%" in second
+    assert "(resumed from a checkpoint)" in second

@@ -257,7 +257,21 @@ def sync_calls(
             for line in summary_lines(summary):
                 click.echo(line, err=True)
 
-    run_async(state, go())
+    try:
+        run_async(state, go())
+    except KeyboardInterrupt:
+        # Ctrl-C: say what the checkpoint holds, so the user knows a rerun resumes from there.
+        try:
+            saved = asyncio.run(JSONFileStore(checkpoint).load(f"calls:{client.business}"))
+        except (OSError, SyncCheckpointError):
+            saved = None
+        kept = (
+            f"{saved.delivered:,} calls are in {out} and its checkpoint"
+            if saved is not None and not saved.finished
+            else "no checkpoint was saved"
+        )
+        click.echo(f"interrupted: {kept}; run the same command again to resume", err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 # ------------------------------------------------------------------------- numbers

@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 # How often a plain display prints a line (a log should not fill with progress).
-_PLAIN_EVERY = 2.0
+_PLAIN_EVERY = 5.0
 
 
 def format_duration(seconds: float | None) -> str:
@@ -40,11 +40,13 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _rate(progress: SyncProgress) -> str:
+def _rate(progress: SyncProgress, waited: float = 0.0) -> str:
+    """Calls per second over this run (a resume's earlier calls do not count)."""
     done = progress.delivered - progress.delivered_at_start
-    if progress.elapsed <= 0 or done <= 0:
+    elapsed = progress.elapsed + waited
+    if elapsed <= 0 or done <= 0:
         return "? calls/s"
-    return f"{done / progress.elapsed:,.0f} calls/s"
+    return f"{done / elapsed:,.0f} calls/s"
 
 
 def _window(progress: SyncProgress) -> str:
@@ -105,11 +107,35 @@ class PlainProgress:
 
 
 class RichProgress:
-    """A rich progress bar, redrawn by rich's own refresh thread until ``finish``."""
+    """A rich progress bar, redrawn by rich's own refresh thread until ``finish``.
+
+    Between batches (the gate waiting for the rate limit's window) the redraws move the rate
+    and the ETA on with the clock, from the last event.
+    """
 
     def __init__(self, stream: TextIO, *, label: str = "sync") -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            ProgressColumn,
+            TaskProgressColumn,
+            TextColumn,
+        )
+        from rich.progress import Task as RichTask
+        from rich.text import Text
+
+        display = self
+
+        class _Live(ProgressColumn):
+            def __init__(self, part: str) -> None:
+                super().__init__()
+                self.part = part
+
+            def render(self, task: RichTask) -> Text:
+                return Text(
+                    display._live(self.part), style="magenta" if self.part == "rate" else ""
+                )
 
         self._console = Console(file=stream)
         self._progress = Progress(
@@ -117,19 +143,29 @@ class RichProgress:
             BarColumn(bar_width=None),
             TextColumn("{task.fields[count]}"),
             TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"),
+            _Live("rate"),
             TextColumn("[cyan]{task.fields[window]}"),
-            TextColumn("ETA {task.fields[eta]}"),
+            _Live("eta"),
             console=self._console,
             refresh_per_second=4,
         )
-        self._task = self._progress.add_task(
-            label, total=None, count="", rate="", window="", eta="?"
-        )
+        self._last: SyncProgress | None = None
+        self._last_at = time.monotonic()
+        self._task = self._progress.add_task(label, total=None, count="", window="")
         self._progress.start()
         self._stopped = False
 
+    def _live(self, part: str) -> str:
+        progress = self._last
+        if progress is None:
+            return "? calls/s" if part == "rate" else "ETA ?"
+        waited = 0.0 if progress.finished else time.monotonic() - self._last_at
+        if part == "rate":
+            return _rate(progress, waited)
+        return f"ETA {format_duration(progress.eta_after(waited))}"
+
     def __call__(self, progress: SyncProgress) -> None:
+        self._last, self._last_at = progress, time.monotonic()
         total = progress.estimated_total
         window = _window(progress)
         if self._console.width < 110:  # the window's dates only where they fit
@@ -141,9 +177,7 @@ class RichProgress:
             count=f"{progress.delivered:,}/{total:,} calls"
             if total is not None
             else f"{progress.delivered:,} calls",
-            rate=_rate(progress),
             window=window,
-            eta=format_duration(progress.eta),
         )
 
     def finish(self) -> None:

@@ -52,7 +52,8 @@ class SyncError(CallScalerError):
 
 @attrs.frozen
 class SyncProgress:
-    """Handed to ``on_progress`` after every delivered batch.
+    """Handed to ``on_progress`` when the sync starts, when the range's count arrives and
+    after every delivered batch.
 
     ``total_estimate`` is what the server counts in the range: the calls delivered from
     windows finished before a resume, plus one count of the rest of the range taken when
@@ -102,23 +103,33 @@ class SyncProgress:
         requests than that limit allows, which means the server's window is shorter than the
         configured period. None while the total is unknown.
         """
+        return self.eta_after(0.0)
+
+    def eta_after(self, waited: float) -> float | None:
+        """The :attr:`eta` ``waited`` seconds after this event, no batch having come since.
+
+        A display that redraws between batches (while the gate waits for the rate limit's
+        window) counts the wait down from the limit's share and slows the observed rate.
+        """
         total = self.estimated_total
         if total is None:
             return None
-        left = total - self.delivered
-        if left <= 0:
+        if self.finished:
             return 0.0
-        pages_left = math.ceil(left / _PER_PAGE) + max(self.windows - self.windows_done - 1, 0)
+        left = max(total - self.delivered, 0)
+        elapsed = self.elapsed + waited
+        # Each window not finished needs a page at least, even with every counted call in.
+        pages_left = math.ceil(left / _PER_PAGE) + self.windows - self.windows_done - 1
+        pages_left = max(pages_left, 1)
         estimates: list[float] = []
         limit = self.rate_limit
-        if limit is not None and self.requests <= limit.requests * (
-            1 + self.elapsed / limit.period
-        ):
+        if limit is not None and self.requests <= limit.requests * (1 + elapsed / limit.period):
             in_hand = self.remaining if self.remaining is not None else 0
-            estimates.append(max(pages_left - in_hand, 0) * limit.period / limit.requests)
+            budget = max(pages_left - in_hand, 0) * limit.period / limit.requests
+            estimates.append(max(budget - waited, 0.0))
         done = self.delivered - self.delivered_at_start
-        if done > 0 and self.elapsed > 0:
-            estimates.append(left * self.elapsed / done)
+        if done > 0 and elapsed > 0:
+            estimates.append(left * elapsed / done)
         return max(estimates) if estimates else None
 
 
@@ -292,7 +303,7 @@ class CallSync:
         else:
             self.total_estimate = None
 
-    async def _count_rest(self, checkpoint: SyncCheckpoint) -> None:
+    async def _count_rest(self, checkpoint: SyncCheckpoint, counted: Callable[[], Any]) -> None:
         """One request for the size of the range not delivered yet (``per_page=1``)."""
         start, _ = self._bounds(checkpoint, checkpoint.windows_done)
         try:
@@ -304,6 +315,7 @@ class CallSync:
             return
         self._range_count = page.total
         self._update_total_estimate()
+        counted()
 
     async def batches(
         self, checkpoint: SyncCheckpoint | None = None
@@ -424,11 +436,39 @@ class CallSync:
         self._range_count = None
         self._window_totals = {}
         self._update_total_estimate()
-        # The count is only for progress: a run nobody watches does not spend a request on it.
-        counting = (
-            asyncio.ensure_future(self._count_rest(checkpoint)) if on_progress is not None else None
-        )
+
+        def report() -> None:
+            if on_progress is None:
+                return
+            snapshot = self._client.rate_limit
+            on_progress(
+                SyncProgress(
+                    business=checkpoint.business,
+                    delivered=checkpoint.delivered,
+                    total_estimate=self.total_estimate,
+                    windows_done=checkpoint.windows_done,
+                    windows=checkpoint.window_count,
+                    pages=self.pages,
+                    requests=transport.requests_sent - requests_before,
+                    elapsed=loop.time() - started,
+                    windows_counted=self._first_window + len(self._window_totals),
+                    delivered_at_start=delivered_at_start,
+                    rate_limit=self._server_rate_limit(snapshot),
+                    remaining=snapshot.remaining if snapshot else None,
+                    window=(
+                        None
+                        if checkpoint.windows_done >= checkpoint.window_count
+                        else self._bounds(checkpoint, checkpoint.windows_done)
+                    ),
+                )
+            )
+
+        counting: asyncio.Future[None] | None = None
         try:
+            # The count is only for progress: a run nobody watches spends no request on it.
+            if on_progress is not None:
+                counting = asyncio.ensure_future(self._count_rest(checkpoint, report))
+            report()
             # Inside the try: a sync cancelled (or failing) while the sink opens still closes
             # it, e.g. a file a sink's thread opened after the cancellation arrived.
             await target.open(checkpoint.sink_state if resumed else None)
@@ -446,29 +486,8 @@ class CallSync:
                 checkpoint.sink_state = target.state()
                 await store.save(key, checkpoint)
                 self.delivered = checkpoint.delivered
-                if on_progress is not None and (batch or finished):
-                    snapshot = self._client.rate_limit
-                    on_progress(
-                        SyncProgress(
-                            business=checkpoint.business,
-                            delivered=checkpoint.delivered,
-                            total_estimate=self.total_estimate,
-                            windows_done=checkpoint.windows_done,
-                            windows=checkpoint.window_count,
-                            pages=self.pages,
-                            requests=transport.requests_sent - requests_before,
-                            elapsed=loop.time() - started,
-                            windows_counted=self._first_window + len(self._window_totals),
-                            delivered_at_start=delivered_at_start,
-                            rate_limit=self._server_rate_limit(snapshot),
-                            remaining=snapshot.remaining if snapshot else None,
-                            window=(
-                                None
-                                if checkpoint.windows_done >= checkpoint.window_count
-                                else self._bounds(checkpoint, checkpoint.windows_done)
-                            ),
-                        )
-                    )
+                if batch or finished:
+                    report()
             checkpoint.finished = True
             await store.save(key, checkpoint)
         finally:
