@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from test_cli import ThreadedFake
 
@@ -181,6 +182,14 @@ def test_eta_from_the_rate_limit_exact_arithmetic() -> None:
     # the observed rate slows (6,000 in 30 + 60 s: 90 s left), and the larger wins.
     p = _progress(rate_limit=cs.RateLimit(60, 60.0), remaining=0)
     assert p.eta_after(30.0) == 90.0
+    # 2,400 calls left (24 pages), nothing in hand at 120 / 60 s: 12 s of budget, but no
+    # request goes before the server's Reset, 40 s away; 10 s later, 30 s.
+    p = _progress(
+        total_estimate=2400, rate_limit=cs.RateLimit(120, 60.0), remaining=0, reset_in=40.0
+    )
+    assert p.eta == 40.0 and p.eta_after(10.0) == 30.0
+    # With the 24 pages in hand, the Reset does not matter.
+    assert attrs.evolve(p, remaining=30).eta == 0.0
     p = _progress(delivered=6000, elapsed=30.0, requests=60, rate_limit=cs.RateLimit(600, 60.0))
     assert p.eta_after(60.0) == 90.0
 
@@ -217,7 +226,7 @@ def test_summary_says_when_the_run_beat_the_sliding_minimum() -> None:
     )  # fmt: skip
     text = "\n".join(summary_lines(summary))
     assert "theoretical minimum" not in text
-    assert "under the 2 min 00 s that 60 requests / 60 s needs" in text
+    assert "faster than the 2 min 00 s 60 requests / 60 s needs over a sliding window" in text
 
 
 # ---------------------------------------------------------------- on a real terminal

@@ -206,8 +206,8 @@ def summary_lines(summary: SyncSummary) -> list[str]:
         # Faster than the sliding-window minimum: a fixed window reset early, or the
         # server's period is shorter than the configured one.
         over = (
-            f"under the {format_duration(summary.minimum)} that {budget} needs over a sliding "
-            "window (the server's window reset early or is shorter than the configured period)"
+            f"faster than the {format_duration(summary.minimum)} {budget} needs over a "
+            "sliding window (the server's window reset sooner)"
         )
     else:
         minimum = format_duration(summary.minimum)

@@ -75,6 +75,7 @@ class SyncProgress:
     rate_limit: RateLimit | None = None  # the server's X-RateLimit-Limit per configured period
     remaining: int | None = None  # the server's latest X-RateLimit-Remaining
     window: tuple[dt.datetime, dt.datetime] | None = None  # the window being delivered
+    reset_in: float | None = None  # seconds to the server's X-RateLimit-Reset, when known
 
     @property
     def finished(self) -> bool:
@@ -99,9 +100,10 @@ class SyncProgress:
         """Seconds left: the larger of what the rate limit allows and what this run achieves.
 
         The rate limit's share is the least time the pages left need at ``rate_limit``
-        (beyond the ``remaining`` budget in hand); it is dropped once this run has sent more
-        requests than that limit allows, which means the server's window is shorter than the
-        configured period. None while the total is unknown.
+        beyond the ``remaining`` budget in hand, and no less than ``reset_in`` when they do
+        not fit in it (no more is admitted before the server's Reset). It is dropped once this
+        run has sent more requests than that limit allows, which means the server's window is
+        shorter than the configured period. None while the total is unknown.
         """
         return self.eta_after(0.0)
 
@@ -124,8 +126,10 @@ class SyncProgress:
         estimates: list[float] = []
         limit = self.rate_limit
         if limit is not None and self.requests <= limit.requests * (1 + elapsed / limit.period):
-            in_hand = self.remaining if self.remaining is not None else 0
-            budget = max(pages_left - in_hand, 0) * limit.period / limit.requests
+            beyond = pages_left - (self.remaining if self.remaining is not None else 0)
+            budget = 0.0
+            if beyond > 0:
+                budget = max(beyond * limit.period / limit.requests, self.reset_in or 0.0)
             estimates.append(max(budget - waited, 0.0))
         done = self.delivered - self.delivered_at_start
         if done > 0 and elapsed > 0:
@@ -460,6 +464,7 @@ class CallSync:
                         if checkpoint.windows_done >= checkpoint.window_count
                         else self._bounds(checkpoint, checkpoint.windows_done)
                     ),
+                    reset_in=self._reset_in(snapshot),
                 )
             )
 
@@ -512,6 +517,13 @@ class CallSync:
             resumed=resumed,
             rate_limit=limit,
         )
+
+    def _reset_in(self, snapshot: RateLimitSnapshot | None) -> float | None:
+        """Seconds to the server's Reset by our clock, within one period (clocks differ)."""
+        if snapshot is None or snapshot.reset_at is None:
+            return None
+        ahead = (snapshot.reset_at - dt.datetime.now(dt.UTC)).total_seconds()
+        return min(max(ahead, 0.0), self._client._rate_limit_config.period)
 
     def _server_rate_limit(self, snapshot: RateLimitSnapshot | None) -> RateLimit:
         """The server's ``X-RateLimit-Limit`` over the configured period (the server does not
