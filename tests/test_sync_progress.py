@@ -8,6 +8,7 @@ and the last event of a finished sync is 100%.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import itertools
@@ -334,3 +335,31 @@ def test_sync_interrupted_on_a_terminal_says_what_is_saved_and_resumes(tmp_path:
     assert f"resuming: {saved:,} calls already in" in second
     assert "6,000/6,000 calls" in second and "100%" in second
     assert "(resumed from a checkpoint)" in second
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("seed", range(6))
+async def test_cancelling_a_watched_sync_leaves_no_count_pending(seed: int, tmp_path: Path) -> None:
+    rng = random.Random(seed)
+    async with FakeCallScaler(calls=800, seed=seed, rate_limit=100_000, latency=0.02) as fake:
+        until = max(_ts(c["started_at"]) for c in fake.calls_data)
+        async with cs.CallScaler(
+            fake.api_key, base_url=fake.base_url, business=f"cancel-{next(_names)}",
+            rate_limit=cs.RateLimit(100_000, 60.0),
+        ) as client:  # fmt: skip
+            events: list[SyncProgress] = []
+            task = asyncio.ensure_future(
+                client.calls.sync(since=SINCE, until=until).run(
+                    JSONLinesSink(tmp_path / "c.jsonl"), on_progress=events.append
+                )
+            )
+            # Before the count is sent, while it is in flight, or mid-walk.
+            await asyncio.sleep(rng.choice([0.0, 0.001, 0.015, 0.03, 0.06]))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            left = [
+                t for t in asyncio.all_tasks()
+                if "_count_rest" in repr(t.get_coro()) and not t.done()
+            ]  # fmt: skip
+            assert left == []

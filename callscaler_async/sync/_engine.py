@@ -471,7 +471,7 @@ class CallSync:
         counting: asyncio.Future[None] | None = None
         try:
             # The count is only for progress: a run nobody watches spends no request on it.
-            if on_progress is not None:
+            if on_progress is not None and checkpoint.windows_done < checkpoint.window_count:
                 counting = asyncio.ensure_future(self._count_rest(checkpoint, report))
             report()
             # Inside the try: a sync cancelled (or failing) while the sink opens still closes
@@ -498,9 +498,9 @@ class CallSync:
         finally:
             if counting is not None:
                 counting.cancel()
-                with contextlib.suppress(BaseException):
-                    await counting
             await target.close()
+            if counting is not None:
+                await _settle(counting)
         requests = transport.requests_sent - requests_before
         snapshot = self._client.rate_limit
         limit = self._server_rate_limit(snapshot)
@@ -532,6 +532,16 @@ class CallSync:
         if snapshot is None or snapshot.limit is None:
             return config
         return RateLimit(requests=snapshot.limit, period=config.period)
+
+
+async def _settle(helper: asyncio.Future[None]) -> None:
+    """Wait for a cancelled helper to end: its outcome is dropped, our own cancellation is not."""
+    try:
+        await helper
+    except BaseException:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 async def sync_businesses(
