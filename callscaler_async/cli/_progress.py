@@ -198,7 +198,7 @@ def progress_display(stream: TextIO, *, label: str = "sync") -> ProgressDisplay:
 
 def summary_lines(summary: SyncSummary) -> list[str]:
     limit = summary.rate_limit
-    budget = f"{limit.requests} requests / {limit.period:g} s" if limit else "the rate limit"
+    budget = f"{limit.requests:,} requests / {limit.period:g} s" if limit else "the rate limit"
     ratio = summary.elapsed_over_minimum
     if ratio is None:
         over = f"no wait needed (every request fit in one window of {budget})"
