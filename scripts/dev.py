@@ -8,6 +8,7 @@ only Python 3.11+.
     demo   the main job: a full sync against the bundled fake API, a crash and a resume
     test   the whole test suite (ruff and mypy run in CI through .ci/run)
     lint   ruff + mypy --strict
+    docs   the reference site into site/ (mkdocs arguments pass through: --strict, serve)
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ def main(argv: list[str]) -> int:
         ensure_env("dev")
         code = subprocess.call([str(PYTHON), "-m", "ruff", "check", "."], cwd=ROOT)
         return code or subprocess.call([str(PYTHON), "-m", "mypy"], cwd=ROOT)
+    if command == "docs":
+        ensure_env("docs")
+        mkdocs = [str(PYTHON), "-m", "mkdocs"]
+        # The theme's and plugins' notices about MkDocs' future, printed on every build.
+        env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "DISABLE_MKDOCS_2_WARNING": "true"}
+        if rest and rest[0] == "serve":
+            return subprocess.call([*mkdocs, *rest], cwd=ROOT, env=env)
+        return subprocess.call([*mkdocs, "build", *rest], cwd=ROOT, env=env)
     print(__doc__)
     return 0 if command == "help" else 2
 

@@ -33,7 +33,7 @@ from ..sync import (
     JSONLinesSink,
     SyncCheckpointError,
 )
-from ._progress import ProgressLine, summary_lines
+from ._progress import progress_display, summary_lines
 
 __all__ = ["main"]
 
@@ -245,20 +245,33 @@ def sync_calls(
                         f"(range pinned to {previous.until:%Y-%m-%d %H:%M:%S} UTC)", err=True
                     )  # fmt: skip
             sink = CSVSink(out) if fmt == "csv" else JSONLinesSink(out)
-            progress = ProgressLine(sys.stderr, client._rate_limit_config)
+            progress = None if quiet else progress_display(sys.stderr)
             try:
                 summary = await job.run(
-                    sink, store=store, key=key, resume=resume,
-                    on_progress=None if quiet else progress,
-                )  # fmt: skip
+                    sink, store=store, key=key, resume=resume, on_progress=progress
+                )
             finally:
-                if not quiet:
+                if progress is not None:
                     progress.finish()
             click.echo(f"synced {summary.items:,} calls to {out} ({fmt})", err=True)
             for line in summary_lines(summary):
                 click.echo(line, err=True)
 
-    run_async(state, go())
+    try:
+        run_async(state, go())
+    except KeyboardInterrupt:
+        # Ctrl-C: say what the checkpoint holds, so the user knows a rerun resumes from there.
+        try:
+            saved = asyncio.run(JSONFileStore(checkpoint).load(f"calls:{client.business}"))
+        except (OSError, SyncCheckpointError):
+            saved = None
+        kept = (
+            f"{saved.delivered:,} calls are in {out} and its checkpoint"
+            if saved is not None and not saved.finished
+            else "no checkpoint was saved"
+        )
+        click.echo(f"interrupted: {kept}; run the same command again to resume", err=True)
+        raise click.exceptions.Exit(130) from None
 
 
 # ------------------------------------------------------------------------- numbers

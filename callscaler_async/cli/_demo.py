@@ -24,7 +24,7 @@ from .._errors import CallScalerError
 from ..ratelimit import RateLimit
 from ..sync import JSONFileStore, JSONLinesSink, SyncProgress, SyncSummary
 from ..testing import FakeCallScaler
-from ._progress import ProgressLine, format_duration, summary_lines
+from ._progress import format_duration, progress_display, summary_lines
 
 __all__ = ["run_demo"]
 
@@ -70,7 +70,6 @@ def _client(fake: FakeCallScaler, name: str) -> CallScaler:
 
 
 async def _demo(workdir: Path, n_calls: int) -> bool:
-    limit = RateLimit(LIMIT, PERIOD)
     fake = await _fake(n_calls).start()
     port = fake.port
     stamps = sorted(_ts(c["started_at"]) for c in fake.calls_data)
@@ -92,7 +91,7 @@ async def _demo(workdir: Path, n_calls: int) -> bool:
         _say("1/3  full sync -> full.jsonl")
         full = workdir / "full.jsonl"
         async with _client(fake, "full") as client:
-            progress = ProgressLine(sys.stderr, limit, label="full  ")
+            progress = progress_display(sys.stderr, label="full  ")
             summary = await client.calls.sync(since=since, until=until).run(
                 JSONLinesSink(full), store=JSONFileStore(workdir / "full.checkpoint.json"),
                 on_progress=progress,
@@ -111,7 +110,7 @@ async def _demo(workdir: Path, n_calls: int) -> bool:
         store = JSONFileStore(workdir / "resumed.checkpoint.json")
         killed = asyncio.Event()
         crash_at = len(expected) // 2
-        progress = ProgressLine(sys.stderr, limit, label="second")
+        progress = progress_display(sys.stderr, label="second")
         tasks: set[asyncio.Task[None]] = set()
 
         def kill_half_way(p: SyncProgress) -> None:
@@ -148,7 +147,7 @@ async def _demo(workdir: Path, n_calls: int) -> bool:
         _say("3/3  sandbox restarted on the same data; resuming from the checkpoint")
         fake = await _fake(n_calls, port).start()
         async with _client(fake, "second") as client:
-            progress = ProgressLine(sys.stderr, limit, label="second")
+            progress = progress_display(sys.stderr, label="second")
             summary = await client.calls.sync(since=since, until=until).run(
                 JSONLinesSink(second), store=store, on_progress=progress
             )

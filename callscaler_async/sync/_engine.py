@@ -31,6 +31,7 @@ import attrs
 
 from .._errors import CallScalerError
 from ..models import Call
+from ..ratelimit import RateLimit, RateLimitSnapshot
 from ._checkpoint import CheckpointStore, MemoryStore, SyncCheckpoint, SyncCheckpointError
 from ._sinks import Sink, as_sink
 
@@ -51,7 +52,15 @@ class SyncError(CallScalerError):
 
 @attrs.frozen
 class SyncProgress:
-    """Handed to ``on_progress`` after every delivered batch."""
+    """Handed to ``on_progress`` when the sync starts, when the range's count arrives and
+    after every delivered batch.
+
+    ``total_estimate`` is what the server counts in the range: the calls delivered from
+    windows finished before a resume, plus one count of the rest of the range taken when
+    the sync starts, replaced by the windows' own counts once every window has been counted.
+    None until the first count arrived. With data that does not change under the sync it is
+    exact; :attr:`estimated_total` is the figure to show.
+    """
 
     business: str
     delivered: int
@@ -61,17 +70,71 @@ class SyncProgress:
     pages: int
     requests: int
     elapsed: float
-    windows_counted: int = 0  # windows whose total is known (total_estimate covers these)
+    windows_counted: int = 0  # windows whose own count is known (finished ones included)
+    delivered_at_start: int = 0  # calls already delivered when this run started (a resume)
+    rate_limit: RateLimit | None = None  # the server's X-RateLimit-Limit per configured period
+    remaining: int | None = None  # the server's latest X-RateLimit-Remaining
+    window: tuple[dt.datetime, dt.datetime] | None = None  # the window being delivered
+    reset_in: float | None = None  # seconds to the server's X-RateLimit-Reset, when known
+
+    @property
+    def finished(self) -> bool:
+        """Every window is delivered."""
+        return self.windows_done >= self.windows
 
     @property
     def estimated_total(self) -> int | None:
-        """``total_estimate`` extrapolated to the windows not counted yet."""
-        if self.total_estimate is None or self.windows_counted <= 0:
+        """The total to show: never below ``delivered``, exactly ``delivered`` once finished.
+
+        Calls added inside the range while it is walked (back-dated) or deleted from it are
+        the only way it moves after the first count.
+        """
+        if self.finished:
+            return self.delivered
+        if self.total_estimate is None:
             return None
-        if self.windows_counted >= self.windows:
-            return max(self.total_estimate, self.delivered)
-        scaled = self.total_estimate * self.windows / self.windows_counted
-        return max(round(scaled), self.delivered)
+        return max(self.total_estimate, self.delivered)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left: the larger of what the rate limit allows and what this run achieves.
+
+        The rate limit's share is the least time the pages left need at ``rate_limit``
+        beyond the ``remaining`` budget in hand, and no less than ``reset_in`` when they do
+        not fit in it (no more is admitted before the server's Reset). It is dropped once this
+        run has sent more requests than that limit allows, which means the server's window is
+        shorter than the configured period. None while the total is unknown.
+        """
+        return self.eta_after(0.0)
+
+    def eta_after(self, waited: float) -> float | None:
+        """The :attr:`eta` ``waited`` seconds after this event, no batch having come since.
+
+        A display that redraws between batches (while the gate waits for the rate limit's
+        window) counts the wait down from the limit's share and slows the observed rate.
+        """
+        total = self.estimated_total
+        if total is None:
+            return None
+        if self.finished:
+            return 0.0
+        left = max(total - self.delivered, 0)
+        elapsed = self.elapsed + waited
+        # Each window not finished needs a page at least, even with every counted call in.
+        pages_left = math.ceil(left / _PER_PAGE) + self.windows - self.windows_done - 1
+        pages_left = max(pages_left, 1)
+        estimates: list[float] = []
+        limit = self.rate_limit
+        if limit is not None and self.requests <= limit.requests * (1 + elapsed / limit.period):
+            beyond = pages_left - (self.remaining if self.remaining is not None else 0)
+            budget = 0.0
+            if beyond > 0:
+                budget = max(beyond * limit.period / limit.requests, self.reset_in or 0.0)
+            estimates.append(max(budget - waited, 0.0))
+        done = self.delivered - self.delivered_at_start
+        if done > 0 and elapsed > 0:
+            estimates.append(left * elapsed / done)
+        return max(estimates) if estimates else None
 
 
 @attrs.frozen
@@ -88,6 +151,7 @@ class SyncSummary:
     since: dt.datetime
     until: dt.datetime
     resumed: bool
+    rate_limit: RateLimit | None = None  # what ``minimum`` assumed
 
     @property
     def elapsed_over_minimum(self) -> float | None:
@@ -152,6 +216,12 @@ class CallSync:
         self.rewalks = 0
         self.delivered = 0
         self.total_estimate: int | None = None
+        # The total's bookkeeping (see ``SyncProgress.total_estimate``): calls of windows
+        # finished before this run, one count of the rest of the range, each window's count.
+        self._delivered_before = 0
+        self._first_window = 0
+        self._range_count: int | None = None
+        self._window_count = 0
         self._window_totals: dict[int, int] = {}
 
     # --------------------------------------------------------------- windows
@@ -226,7 +296,30 @@ class CallSync:
 
     def _note_total(self, index: int, total: int) -> None:
         self._window_totals[index] = total
-        self.total_estimate = sum(self._window_totals.values())
+        self._update_total_estimate()
+
+    def _update_total_estimate(self) -> None:
+        counted = sum(self._window_totals.values())
+        if len(self._window_totals) >= self._window_count - self._first_window:
+            self.total_estimate = self._delivered_before + counted
+        elif self._range_count is not None:
+            self.total_estimate = self._delivered_before + max(self._range_count, counted)
+        else:
+            self.total_estimate = None
+
+    async def _count_rest(self, checkpoint: SyncCheckpoint, counted: Callable[[], Any]) -> None:
+        """One request for the size of the range not delivered yet (``per_page=1``)."""
+        start, _ = self._bounds(checkpoint, checkpoint.windows_done)
+        try:
+            page = await self._client.calls.list(
+                date_from=start, date_to=checkpoint.until, per_page=1
+            )
+        except CallScalerError as exc:  # the walk meets the same error and reports it
+            logger.debug("sync: counting the range failed (%s); total known per window", exc)
+            return
+        self._range_count = page.total
+        self._update_total_estimate()
+        counted()
 
     async def batches(
         self, checkpoint: SyncCheckpoint | None = None
@@ -340,7 +433,47 @@ class CallSync:
                 key, checkpoint.delivered, checkpoint.windows_done, checkpoint.window_count,
             )  # fmt: skip
         self.delivered = checkpoint.delivered
+        delivered_at_start = checkpoint.delivered
+        self._delivered_before = checkpoint.delivered - len(checkpoint.window_ids)
+        self._first_window = checkpoint.windows_done
+        self._window_count = checkpoint.window_count
+        self._range_count = None
+        self._window_totals = {}
+        self._update_total_estimate()
+
+        def report() -> None:
+            if on_progress is None:
+                return
+            snapshot = self._client.rate_limit
+            on_progress(
+                SyncProgress(
+                    business=checkpoint.business,
+                    delivered=checkpoint.delivered,
+                    total_estimate=self.total_estimate,
+                    windows_done=checkpoint.windows_done,
+                    windows=checkpoint.window_count,
+                    pages=self.pages,
+                    requests=transport.requests_sent - requests_before,
+                    elapsed=loop.time() - started,
+                    windows_counted=self._first_window + len(self._window_totals),
+                    delivered_at_start=delivered_at_start,
+                    rate_limit=self._server_rate_limit(snapshot),
+                    remaining=snapshot.remaining if snapshot else None,
+                    window=(
+                        None
+                        if checkpoint.windows_done >= checkpoint.window_count
+                        else self._bounds(checkpoint, checkpoint.windows_done)
+                    ),
+                    reset_in=self._reset_in(snapshot),
+                )
+            )
+
+        counting: asyncio.Future[None] | None = None
         try:
+            # The count is only for progress: a run nobody watches spends no request on it.
+            if on_progress is not None and checkpoint.windows_done < checkpoint.window_count:
+                counting = asyncio.ensure_future(self._count_rest(checkpoint, report))
+            report()
             # Inside the try: a sync cancelled (or failing) while the sink opens still closes
             # it, e.g. a file a sink's thread opened after the cancellation arrived.
             await target.open(checkpoint.sink_state if resumed else None)
@@ -358,27 +491,19 @@ class CallSync:
                 checkpoint.sink_state = target.state()
                 await store.save(key, checkpoint)
                 self.delivered = checkpoint.delivered
-                if on_progress is not None and (batch or finished):
-                    on_progress(
-                        SyncProgress(
-                            business=checkpoint.business,
-                            delivered=checkpoint.delivered,
-                            total_estimate=self.total_estimate,
-                            windows_done=checkpoint.windows_done,
-                            windows=checkpoint.window_count,
-                            pages=self.pages,
-                            requests=transport.requests_sent - requests_before,
-                            elapsed=loop.time() - started,
-                            windows_counted=len(self._window_totals),
-                        )
-                    )
+                if batch or finished:
+                    report()
             checkpoint.finished = True
             await store.save(key, checkpoint)
         finally:
+            if counting is not None:
+                counting.cancel()
             await target.close()
+            if counting is not None:
+                await _settle(counting)
         requests = transport.requests_sent - requests_before
-        limit = self._client._rate_limit_config
         snapshot = self._client.rate_limit
+        limit = self._server_rate_limit(snapshot)
         return SyncSummary(
             business=checkpoint.business,
             items=checkpoint.delivered,
@@ -390,7 +515,33 @@ class CallSync:
             since=checkpoint.since,
             until=checkpoint.until,
             resumed=resumed,
+            rate_limit=limit,
         )
+
+    def _reset_in(self, snapshot: RateLimitSnapshot | None) -> float | None:
+        """Seconds to the server's Reset by our clock, within one period (clocks differ)."""
+        if snapshot is None or snapshot.reset_at is None:
+            return None
+        ahead = (snapshot.reset_at - dt.datetime.now(dt.UTC)).total_seconds()
+        return min(max(ahead, 0.0), self._client._rate_limit_config.period)
+
+    def _server_rate_limit(self, snapshot: RateLimitSnapshot | None) -> RateLimit:
+        """The server's ``X-RateLimit-Limit`` over the configured period (the server does not
+        say its period); the configured limit until the server has answered."""
+        config = self._client._rate_limit_config
+        if snapshot is None or snapshot.limit is None:
+            return config
+        return RateLimit(requests=snapshot.limit, period=config.period)
+
+
+async def _settle(helper: asyncio.Future[None]) -> None:
+    """Wait for a cancelled helper to end: its outcome is dropped, our own cancellation is not."""
+    try:
+        await helper
+    except BaseException:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 async def sync_businesses(
