@@ -196,14 +196,22 @@ class _SyncLock:
             if sys.platform == "win32":  # pragma: no cover
                 import msvcrt
 
-                msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+                try:
+                    msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+                except OSError:  # held by another process
+                    handle.close()
+                    return False
             else:
                 import fcntl
 
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # held by another open file: another sync
+                    handle.close()
+                    return False
+        except BaseException:
             handle.close()
-            return False
+            raise
         self._handle = handle
         return True
 
