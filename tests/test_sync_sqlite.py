@@ -67,8 +67,14 @@ def snapshot(path: Path) -> tuple[list[str], dict[str, Any] | None]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
         db.execute("BEGIN")
-        ids = [r[0] for r in db.execute("SELECT id FROM calls")]
-        row = db.execute("SELECT body FROM callscaler_sync_checkpoints").fetchone()
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        # A process killed while it opened the database may have left it without tables.
+        ids = [r[0] for r in db.execute("SELECT id FROM calls")] if "calls" in tables else []
+        row = (
+            db.execute("SELECT body FROM callscaler_sync_checkpoints").fetchone()
+            if "callscaler_sync_checkpoints" in tables
+            else None
+        )
         db.execute("COMMIT")
     finally:
         db.close()
