@@ -84,36 +84,49 @@ def _add_calls(fake: FakeCallScaler, n: int, after: str) -> list[str]:
     return ids
 
 
-def test_dlt_full_then_incremental_into_duckdb(served: ThreadedFake, tmp_path: Path) -> None:
-    fake = served.fake
-    database = tmp_path / "warehouse.duckdb"
-    pipeline = dlt.pipeline(
+def _pipeline(tmp_path: Path) -> Any:
+    return dlt.pipeline(
         pipeline_name="callscaler_test",
-        destination=dlt.destinations.duckdb(str(database)),
+        destination=dlt.destinations.duckdb(str(tmp_path / "warehouse.duckdb")),
         dataset_name="callscaler",
         pipelines_dir=str(tmp_path / "pipelines"),
     )
 
-    def source() -> Any:
-        return callscaler_source(
-            api_key=fake.api_key, base_url=fake.base_url, since=SINCE,
-            client_options={"rate_limit": LIMIT, "business": "dlt-test"},
-        )  # fmt: skip
 
+def _source(fake: FakeCallScaler, **options: Any) -> Any:
+    return callscaler_source(
+        api_key=fake.api_key, base_url=fake.base_url, since=SINCE,
+        client_options={"rate_limit": LIMIT, "business": "dlt-test", **options},
+    )  # fmt: skip
+
+
+def _in_range(fake: FakeCallScaler) -> set[str]:
     lo = dt.datetime.combine(SINCE, dt.time(), dt.UTC)
+    return {
+        c["id"] for c in fake.calls_data
+        if dt.datetime.fromisoformat(c["started_at"].replace("Z", "+00:00")) >= lo
+    }  # fmt: skip
 
-    def in_range() -> set[str]:
-        return {
-            c["id"] for c in fake.calls_data
-            if dt.datetime.fromisoformat(c["started_at"].replace("Z", "+00:00")) >= lo
-        }  # fmt: skip
 
-    first = in_range()
+def _calls_state(pipeline: Any) -> dict[str, Any]:
+    state: dict[str, Any] = pipeline.state["sources"]["callscaler"]["resources"]["calls"]
+    return state
+
+
+def test_dlt_full_then_incremental_into_duckdb(served: ThreadedFake, tmp_path: Path) -> None:
+    fake = served.fake
+    database = tmp_path / "warehouse.duckdb"
+    pipeline = _pipeline(tmp_path)
+
+    def source() -> Any:
+        return _source(fake)
+
+    first = _in_range(fake)
     info = pipeline.run(source())
     assert not info.has_failed_jobs
     first_requests = fake.stats.requests
     first_limited = fake.stats.rate_limited
-    until_1 = pipeline.state["sources"]["callscaler"]["resources"]["calls"]["until"]
+    until_1 = _calls_state(pipeline)["until"]
 
     new_ids = served.call(lambda: _add_calls(fake, 25, until_1))
     fake.reset_stats()
@@ -121,7 +134,7 @@ def test_dlt_full_then_incremental_into_duckdb(served: ThreadedFake, tmp_path: P
     assert not info.has_failed_jobs
     second_requests = fake.stats.requests
     second_limited = fake.stats.rate_limited
-    state = pipeline.state["sources"]["callscaler"]["resources"]["calls"]
+    state = _calls_state(pipeline)
     assert state["since"] == until_1  # the second run continued from the first's `until`
     assert state["until"] >= until_1
 
@@ -142,6 +155,14 @@ def test_dlt_full_then_incremental_into_duckdb(served: ThreadedFake, tmp_path: P
         assert types["qualified"] == types["has_transcription"] == "BOOLEAN"
         assert types["ai_score"] == "DOUBLE"
         assert set(CALL_HINTS) <= set(types)
+        number_types = dict(
+            db.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = 'callscaler' AND table_name = 'numbers'"
+            ).fetchall()
+        )
+        assert number_types["created_at"] == "TIMESTAMP WITH TIME ZONE"
+        assert number_types["monthly_cost_cents"] == "BIGINT"
         by_id = {c["id"]: c for c in fake.calls_data}
         rows = db.execute(
             "SELECT id, started_at, cost_cents, qualified FROM callscaler.calls"
@@ -167,3 +188,27 @@ def test_dlt_full_then_incremental_into_duckdb(served: ThreadedFake, tmp_path: P
             assert fake.api_key.encode() not in file.read_bytes(), file
     # The second run walked only the new range (a window or two), not the whole history.
     assert second_requests < first_requests / 4
+
+
+def test_a_failed_run_keeps_the_state_and_the_next_one_catches_up(
+    served: ThreadedFake, tmp_path: Path
+) -> None:
+    fake = served.fake
+    pipeline = _pipeline(tmp_path)
+    before = _in_range(fake)
+    pipeline.run(_source(fake))
+    until_1 = _calls_state(pipeline)["until"]
+    new_ids = served.call(lambda: _add_calls(fake, 10, until_1))
+    # The next run's first calls request is refused (a 400 is never retried): the run fails.
+    fake.faults.fail_next(1, status=400, path="calls")
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    with pytest.raises(PipelineStepFailed, match=r"BadRequestError|400"):
+        pipeline.run(_source(fake, max_retries=0))
+    assert _calls_state(pipeline)["until"] == until_1  # the failed run moved nothing
+    pipeline.run(_source(fake))
+    assert _calls_state(pipeline)["since"] == until_1
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as db:
+        ids = [r[0] for r in db.execute("SELECT id FROM callscaler.calls").fetchall()]
+    assert len(ids) == len(set(ids))
+    assert set(ids) == before | set(new_ids)
