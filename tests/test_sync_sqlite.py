@@ -296,7 +296,8 @@ READER_WRITER = textwrap.dedent(
 @pytest.mark.timeout(120)
 async def test_readers_query_while_a_process_syncs(tmp_path: Path) -> None:
     db_path = tmp_path / "calls.db"
-    async with FakeCallScaler(calls=5000, seed=9, rate_limit=1_000_000, latency=0.003) as fake:
+    # 10 ms per request: the sync lasts long enough for the reader to look many times.
+    async with FakeCallScaler(calls=5000, seed=9, rate_limit=1_000_000, latency=0.01) as fake:
         until = until_of(fake)
         want = expected(fake, until)
         proc = await _spawn(fake, db_path, until)
