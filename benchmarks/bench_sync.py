@@ -1,6 +1,11 @@
 """Sequential paging vs the concurrent sync, and memory while streaming many calls.
 
-    python benchmarks/bench_sync.py [--calls 100000]
+    python benchmarks/bench_sync.py [--calls 100000] [--sqlite-only]
+
+Section (3) is the SQLite store beside the file sinks: the same sync into no sink, JSON
+Lines and SQLite side by side; the store alone (decoded calls written in batches of 100, each
+with its checkpoint, as the sync does: rows per second and CPU per call with the API out of
+the way); and the peak memory of a whole sync into SQLite.
 
 Real time, the fake API in-process (it shares the CPU with the client: on a small machine the
 fake's own JSON rendering is part of what is measured).
@@ -19,9 +24,11 @@ import time
 import tracemalloc
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import callscaler_async as cs
-from callscaler_async.sync import JSONLinesSink, SyncSummary
+from callscaler_async.models import Call
+from callscaler_async.sync import JSONLinesSink, SQLiteStore, SyncSummary
 from callscaler_async.testing import FakeCallScaler
 
 BIG = cs.RateLimit(requests=1_000_000, period=60.0)
@@ -133,11 +140,123 @@ async def memory(calls: int, out: Path) -> dict[str, float]:
     }
 
 
+# ----------------------------------------------------------------------------- SQLite
+
+
+def _sqlite_job(client: cs.CallScaler) -> cs.sync.CallSync:
+    return client.calls.sync(
+        since=dt.date(2026, 1, 1), until=dt.datetime(2026, 11, 2, tzinfo=dt.UTC),
+        window=dt.timedelta(days=2), concurrency=8,
+    )  # fmt: skip
+
+
+async def sqlite_store(calls: int, tmp: Path) -> dict[str, Any]:
+    """The SQLite store next to the file sinks, with the fake's limit lifted."""
+    fake = FakeCallScaler(calls=calls, seed=2, rate_limit=1_000_000)
+    out: dict[str, Any] = {"sinks": []}
+    async with (
+        fake as f,
+        cs.CallScaler(f.api_key, base_url=f.base_url, rate_limit=BIG, business="bench-db") as c,
+    ):
+        # (a) One whole sync each, side by side in one process (the fake included).
+        decoded: list[Call] = []
+        start, cpu = time.perf_counter(), time.process_time()
+        async for call in _sqlite_job(c):
+            decoded.append(call)
+        out["sinks"].append(("async for (no sink)", len(decoded),
+                             time.perf_counter() - start, time.process_time() - cpu))  # fmt: skip
+        for name, make in (
+            ("JSONLinesSink", lambda: JSONLinesSink(tmp / "e2e.jsonl")),
+            ("SQLiteStore", lambda: SQLiteStore(tmp / "e2e.db")),
+        ):
+            gc.collect()
+            start, cpu = time.perf_counter(), time.process_time()
+            summary = await _sqlite_job(c).run(make())
+            elapsed, used = time.perf_counter() - start, time.process_time() - cpu
+            out["sinks"].append((f"sync().run({name})", summary.items, elapsed, used))
+        # (b) The store alone: the decoded calls in batches of 100, each batch committed with
+        # its checkpoint (what the sync does), no HTTP at all.
+        store = SQLiteStore(tmp / "alone.db")
+        checkpoint = _sqlite_job(c).new_checkpoint()
+        await store.open(None)
+        gc.collect()
+        start, cpu = time.perf_counter(), time.process_time()
+        try:
+            for i in range(0, len(decoded), 100):
+                batch = decoded[i : i + 100]
+                checkpoint.delivered += len(batch)
+                checkpoint.window_ids = [str(call.id) for call in batch]
+                await store.write_with_checkpoint(batch, "bench", checkpoint)
+        finally:
+            elapsed, used = time.perf_counter() - start, time.process_time() - cpu
+            await store.close()
+        out["alone"] = (len(decoded), elapsed, used)
+        del decoded, batch
+        # (c) Peak memory of a whole sync into SQLite: RSS sampled (untraced), then the
+        # Python heap under tracemalloc in a second pass into a fresh database.
+        gc.collect()
+        rss_base = peak = rss_mb()
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.02):
+                peak = max(peak, rss_mb())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            summary = await _sqlite_job(c).run(SQLiteStore(tmp / "rss.db"))
+        finally:
+            stop.set()
+            sampler.join()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base_traced, _ = tracemalloc.get_traced_memory()
+            traced = await _sqlite_job(c).run(SQLiteStore(tmp / "traced.db"))
+            _, peak_traced = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert summary.items == traced.items == len(f.calls_data), (summary.items, traced.items)
+    out.update(
+        rss_base=rss_base, rss_peak=max(peak, rss_mb()),
+        traced_peak=(peak_traced - base_traced) / 2**20,
+        db_mb=(tmp / "rss.db").stat().st_size / 2**20,
+    )  # fmt: skip
+    return out
+
+
+def print_sqlite(fig: dict[str, Any]) -> None:
+    print()
+    print("(3) the SQLite store beside the file sinks (fake's limit lifted, fake in-process)")
+    print(f"    {'one whole sync each':<34}{'calls':>9}{'elapsed':>10}{'calls/s':>10}"
+          f"{'CPU/call':>11}")  # fmt: skip
+    for name, n, elapsed, used in fig["sinks"]:
+        print(f"    {name:<34}{n:>9,}{elapsed:>9.2f}s{n / elapsed:>10,.0f}"
+              f"{used / n * 1e6:>9.1f}µs")  # fmt: skip
+    n, elapsed, used = fig["alone"]
+    print(f"    {'SQLiteStore alone (no HTTP)':<34}{n:>9,}{elapsed:>9.2f}s{n / elapsed:>10,.0f}"
+          f"{used / n * 1e6:>9.1f}µs")  # fmt: skip
+    print("    (alone: decoded calls, batches of 100, each committed with its checkpoint in")
+    print("     one transaction, WAL; CPU/call is the process's CPU, the writer thread's too)")
+    print(f"    {'database file':<40}{fig['db_mb']:>8.1f}MB")
+    print(f"    {'RSS peak above baseline (whole sync)':<40}"
+          f"{fig['rss_peak'] - fig['rss_base']:>8.1f}MB")  # fmt: skip
+    print(f"    {'tracemalloc peak (second pass)':<40}{fig['traced_peak']:>8.1f}MB")
+    print("    (one process: the memory figures include the in-process fake's request handling)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--sqlite-only", action="store_true", help="only section (3)")
     args = parser.parse_args()
+    if args.sqlite_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_sqlite(await sqlite_store(args.calls, Path(tmp)))
+        return
     sequential, concurrent = await paging(args.pages)
     with tempfile.TemporaryDirectory() as tmp:
         mem = await memory(args.calls, Path(tmp) / "calls.jsonl")
@@ -161,6 +280,8 @@ async def main() -> None:
     print(f"    {'tracemalloc peak above baseline':<40}{mem['traced_peak_mb']:>8.1f}MB")
     print("    (one process: the RSS and tracemalloc figures include the in-process fake's")
     print("     request handling; tracemalloc is measured in a second, separate pass)")
+    with tempfile.TemporaryDirectory() as tmp:
+        print_sqlite(await sqlite_store(args.calls, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -143,3 +143,41 @@ def test_demo_in_a_real_subprocess() -> None:
     # Only the safe key prefix is shown.
     assert "cs_key_" in proc.stdout
     assert not re.search(r"cs_key_[A-Za-z0-9]{9,}", proc.stdout + proc.stderr)
+
+
+def test_sync_calls_into_sqlite_by_name_and_url(
+    fake: FakeCallScaler, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    args = ["sync", "calls", "--since", "2026-07-01", "--until", "2026-11-01", "-q", "--out"]
+    out = tmp_path / "calls.db"
+    code, _, err = invoke(fake, *args, str(out))
+    assert code == 0, err
+    assert "(sqlite)" in err and "select status, count(*) from calls group by 1" in err
+    assert not (tmp_path / "calls.db.checkpoint.json").exists()  # the checkpoint is inside
+    db = sqlite3.connect(out)
+    try:
+        total = sum(n for _, n in db.execute("select status, count(*) from calls group by 1"))
+        assert total == len(fake.calls_data)
+    finally:
+        db.close()
+    # sqlite:///relative (from the working directory) and sqlite:////absolute.
+    monkeypatch.chdir(tmp_path)
+    code, _, err = invoke(fake, *args, "sqlite:///rel.sqlite3")
+    assert code == 0, err
+    assert (tmp_path / "rel.sqlite3").exists()
+    code, _, err = invoke(fake, *args, f"sqlite:///{tmp_path / 'abs.data'}")
+    assert code == 0, err
+    assert (tmp_path / "abs.data").exists()
+    code, _, err = invoke(fake, *args, str(out), "--checkpoint", str(tmp_path / "x.json"))
+    assert code == 2 and "keeps its own checkpoint" in err
+    code, _, err = invoke(fake, *args, "sqlite://calls.db")
+    assert code == 2 and "sqlite:///calls.db" in err
+
+
+def test_sync_calls_into_sqlite_bad_path_exits_1(fake: FakeCallScaler, tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "calls.db"
+    code, _, err = invoke(fake, "sync", "calls", "--since", "2026-07-01", "-q", "-o", str(target))
+    assert code == 1
+    assert str(target) in err and "does not exist" in err

@@ -31,6 +31,9 @@ from ..sync import (
     CSVSink,
     JSONFileStore,
     JSONLinesSink,
+    SQLiteStore,
+    SQLiteStoreError,
+    SyncCheckpoint,
     SyncCheckpointError,
 )
 from ._progress import progress_display, summary_lines
@@ -178,19 +181,21 @@ def main(ctx: click.Context, api_key_file: Path | None, base_url: str | None) ->
 
 @main.group()
 def sync() -> None:
-    """Bulk, resumable, exactly-once sync to a file."""
+    """Bulk, resumable, exactly-once sync to a SQLite database or a file."""
 
 
 @sync.command("calls")
 @click.option("--since", required=True, help="First day (2026-01-01) or time, UTC.")
 @click.option("--until", help="Last day or time, UTC (default: now, pinned at the start).")
 @click.option(
-    "--out", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path),
-    help="Output file.",
+    "--out", "-o", "out_arg", required=True, metavar="PATH|sqlite:///PATH",
+    help="Output: a SQLite database (calls.db, .sqlite, .sqlite3 or sqlite:///path), "
+    "or a JSON Lines / CSV file.",
 )  # fmt: skip
 @click.option(
-    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default=None,
-    help="Output format (default: from the file name, else jsonl).",
+    "--format", "fmt", type=click.Choice(["sqlite", "jsonl", "csv"]), default=None,
+    help="Output format (default: from the name: sqlite for .db/.sqlite/.sqlite3 and "
+    "sqlite:///, csv for .csv, else jsonl).",
 )  # fmt: skip
 @click.option(
     "--resume/--no-resume", default=True, show_default=True,
@@ -208,7 +213,7 @@ def sync_calls(
     state: _State,
     since: str,
     until: str | None,
-    out: Path,
+    out_arg: str,
     fmt: str | None,
     resume: bool,
     checkpoint: Path | None,
@@ -219,7 +224,9 @@ def sync_calls(
     """Every call of [--since, --until] exactly once into --out, resumable after a crash."""
     start = _parse_moment(since, "--since")
     end = _parse_moment(until, "--until") if until else None
-    fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "jsonl")
+    out, fmt = _sync_output(out_arg, fmt)
+    if fmt == "sqlite" and checkpoint is not None:
+        raise click.UsageError("a SQLite database keeps its own checkpoint: drop --checkpoint")
     checkpoint = checkpoint or out.with_name(out.name + ".checkpoint.json")
     client = state.client()
 
@@ -229,14 +236,16 @@ def sync_calls(
                 since=start, until=end, window=dt.timedelta(days=window_days),
                 concurrency=concurrency,
             )  # fmt: skip
-            store = JSONFileStore(checkpoint)
+            database = SQLiteStore(out) if fmt == "sqlite" else None
+            store = database or JSONFileStore(checkpoint)
             key = f"calls:{client.business}"
             if resume:
                 previous = await store.load(key)
                 if previous is not None and not previous.finished:
                     if previous.since != job.since:
                         raise click.UsageError(
-                            f"{checkpoint} holds an unfinished sync from "
+                            f"{database.path if database else checkpoint} holds an unfinished "
+                            "sync from "
                             f"{previous.since:%Y-%m-%d %H:%M:%S}, not {job.since:%Y-%m-%d %H:%M:%S}"
                             ": pass --no-resume to start over"
                         )
@@ -244,7 +253,7 @@ def sync_calls(
                         f"resuming: {previous.delivered:,} calls already in {out} "
                         f"(range pinned to {previous.until:%Y-%m-%d %H:%M:%S} UTC)", err=True
                     )  # fmt: skip
-            sink = CSVSink(out) if fmt == "csv" else JSONLinesSink(out)
+            sink = database or (CSVSink(out) if fmt == "csv" else JSONLinesSink(out))
             progress = None if quiet else progress_display(sys.stderr)
             try:
                 summary = await job.run(
@@ -254,6 +263,11 @@ def sync_calls(
                 if progress is not None:
                     progress.finish()
             click.echo(f"synced {summary.items:,} calls to {out} ({fmt})", err=True)
+            if database is not None:
+                click.echo(
+                    f'query it: sqlite3 {out} "select status, count(*) from calls group by 1"',
+                    err=True,
+                )
             for line in summary_lines(summary):
                 click.echo(line, err=True)
 
@@ -261,9 +275,18 @@ def sync_calls(
         run_async(state, go())
     except KeyboardInterrupt:
         # Ctrl-C: say what the checkpoint holds, so the user knows a rerun resumes from there.
+        async def saved_checkpoint() -> SyncCheckpoint | None:
+            if fmt != "sqlite":
+                return await JSONFileStore(checkpoint).load(f"calls:{client.business}")
+            database = SQLiteStore(out)
+            try:
+                return await database.load(f"calls:{client.business}")
+            finally:
+                await database.close()
+
         try:
-            saved = asyncio.run(JSONFileStore(checkpoint).load(f"calls:{client.business}"))
-        except (OSError, SyncCheckpointError):
+            saved = asyncio.run(saved_checkpoint())
+        except (OSError, SyncCheckpointError, SQLiteStoreError):
             saved = None
         kept = (
             f"{saved.delivered:,} calls are in {out} and its checkpoint"
@@ -272,6 +295,31 @@ def sync_calls(
         )
         click.echo(f"interrupted: {kept}; run the same command again to resume", err=True)
         raise click.exceptions.Exit(130) from None
+
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def _sync_output(out: str, fmt: str | None) -> tuple[Path, str]:
+    """``--out`` and ``--format`` -> (path, format).
+
+    ``sqlite:///calls.db`` is a relative path and ``sqlite:////var/calls.db`` an absolute one
+    (SQLAlchemy's convention).
+    """
+    if out.startswith("sqlite:"):
+        if not out.startswith("sqlite:///") or len(out) == len("sqlite:///"):
+            raise click.BadParameter(
+                f"{out!r}: write sqlite:///calls.db (relative) or sqlite:////abs/calls.db",
+                param_hint="--out",
+            )
+        if fmt not in (None, "sqlite"):
+            raise click.BadParameter(f"{out!r} is a SQLite URL, not {fmt}", param_hint="--out")
+        return Path(out[len("sqlite:///") :]), "sqlite"
+    path = Path(out)
+    if fmt is None:
+        suffix = path.suffix.lower()
+        fmt = "sqlite" if suffix in _SQLITE_SUFFIXES else "csv" if suffix == ".csv" else "jsonl"
+    return path, fmt
 
 
 # ------------------------------------------------------------------------- numbers
@@ -452,7 +500,7 @@ def sandbox(
             click.echo("try:")
             click.echo(f"  export CALLSCALER_BASE_URL={fake.base_url}")
             click.echo(f"  export CALLSCALER_API_KEY={fake.api_key}")
-            click.echo("  callscaler sync calls --since 2026-01-01 --out calls.jsonl")
+            click.echo("  callscaler sync calls --since 2026-01-01 --out calls.db")
             click.echo("Ctrl-C to stop.")
             sys.stdout.flush()
             await asyncio.Event().wait()

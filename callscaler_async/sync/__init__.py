@@ -4,7 +4,6 @@ from ._checkpoint import (
     CheckpointStore,
     JSONFileStore,
     MemoryStore,
-    SQLiteStore,
     SyncCheckpoint,
     SyncCheckpointError,
 )
@@ -17,16 +16,27 @@ from ._engine import (
     sync_businesses,
 )
 from ._sinks import CallableSink, CSVSink, JSONLinesSink, Sink, as_sink
+from ._sqlite import (
+    CALL_COLUMNS,
+    CheckpointedSink,
+    SQLiteStore,
+    SQLiteStoreError,
+    SQLiteStoreLocked,
+)
 
 __all__ = [
+    "CALL_COLUMNS",
     "CSVSink",
     "CallSync",
     "CallableSink",
     "CheckpointStore",
+    "CheckpointedSink",
     "JSONFileStore",
     "JSONLinesSink",
     "MemoryStore",
     "SQLiteStore",
+    "SQLiteStoreError",
+    "SQLiteStoreLocked",
     "Sink",
     "SyncCheckpoint",
     "SyncCheckpointError",

@@ -18,9 +18,8 @@ import datetime as dt
 import functools
 import json
 import os
-import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 
@@ -30,7 +29,6 @@ __all__ = [
     "CheckpointStore",
     "JSONFileStore",
     "MemoryStore",
-    "SQLiteStore",
     "SyncCheckpoint",
     "SyncCheckpointError",
 ]
@@ -245,61 +243,3 @@ class JSONFileStore:
 
     async def clear(self, key: str) -> None:
         await in_thread_to_end(self._file(key).unlink, True)
-
-
-class SQLiteStore:
-    """Checkpoints in a SQLite table (several syncs in one file, transactional saves)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = str(path)
-        with self._connect() as db:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS callscaler_sync_checkpoints "
-                "(key TEXT PRIMARY KEY, body TEXT NOT NULL, saved_at TEXT NOT NULL)"
-            )
-
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30)
-        try:
-            with db:  # commit on success, roll back on error
-                yield db
-        finally:
-            db.close()
-
-    def _load(self, key: str) -> str | None:
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT body FROM callscaler_sync_checkpoints WHERE key = ?", (key,)
-            ).fetchone()
-        return None if row is None else str(row[0])
-
-    async def load(self, key: str) -> SyncCheckpoint | None:
-        body = await asyncio.to_thread(self._load, key)
-        if body is None:
-            return None
-        try:
-            return SyncCheckpoint.from_json(json.loads(body))
-        except json.JSONDecodeError as exc:
-            raise SyncCheckpointError(
-                f"checkpoint {key!r} in {self.path} is corrupt: {exc}"
-            ) from None
-
-    def _save(self, key: str, body: str) -> None:
-        now = dt.datetime.now(dt.UTC).isoformat()
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO callscaler_sync_checkpoints (key, body, saved_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET body = excluded.body, saved_at = excluded.saved_at",
-                (key, body, now),
-            )
-
-    async def save(self, key: str, checkpoint: SyncCheckpoint) -> None:
-        await in_thread_to_end(self._save, key, json.dumps(checkpoint.to_json()))
-
-    def _clear(self, key: str) -> None:
-        with self._connect() as db:
-            db.execute("DELETE FROM callscaler_sync_checkpoints WHERE key = ?", (key,))
-
-    async def clear(self, key: str) -> None:
-        await in_thread_to_end(self._clear, key)

@@ -34,6 +34,7 @@ from ..models import Call
 from ..ratelimit import RateLimit, RateLimitSnapshot
 from ._checkpoint import CheckpointStore, MemoryStore, SyncCheckpoint, SyncCheckpointError
 from ._sinks import Sink, as_sink
+from ._sqlite import CheckpointedSink
 
 if TYPE_CHECKING:
     from .._client import CallScaler
@@ -408,8 +409,19 @@ class CallSync:
 
         With ``resume=True`` and a checkpoint of an unfinished sync in ``store``, the sync
         continues it (its pinned range wins over this object's ``since``/``until``).
+
+        A sink that keeps its own checkpoints (``SQLiteStore``) is its own store: each batch
+        is committed together with its checkpoint.
         """
         target = as_sink(sink)
+        own = target if isinstance(target, CheckpointedSink) else None
+        if own is not None:
+            if store is not None and store is not own:
+                raise TypeError(
+                    f"{own!r} keeps its own checkpoints, committed with each batch: "
+                    "do not pass another store="
+                )
+            store = own
         store = store if store is not None else MemoryStore()
         key = key or f"calls:{self._client.business}"
         loop = asyncio.get_running_loop()
@@ -479,7 +491,8 @@ class CallSync:
             await target.open(checkpoint.sink_state if resumed else None)
             async for index, batch, finished in self.batches(checkpoint):
                 if batch:
-                    await target.write(batch)
+                    if own is None:
+                        await target.write(batch)
                     checkpoint.window_ids.extend(str(call.id) for call in batch)
                     checkpoint.delivered += len(batch)
                     newest = max(call.started_at for call in batch)
@@ -489,7 +502,10 @@ class CallSync:
                     checkpoint.windows_done = index + 1
                     checkpoint.window_ids = []
                 checkpoint.sink_state = target.state()
-                await store.save(key, checkpoint)
+                if own is not None and batch:
+                    await own.write_with_checkpoint(batch, key, checkpoint)  # one transaction
+                else:
+                    await store.save(key, checkpoint)
                 self.delivered = checkpoint.delivered
                 if batch or finished:
                     report()
@@ -561,7 +577,6 @@ async def sync_businesses(
         if until is not None
         else dt.datetime.now(dt.UTC).replace(microsecond=0)
     )
-    store = store if store is not None else MemoryStore()
     runs = [
         client.calls.sync(since=since, until=pinned, window=window).run(sink, store=store)
         for client, sink in jobs
