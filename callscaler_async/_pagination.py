@@ -12,6 +12,7 @@ items are inserted while paging).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
 from typing import Any, Generic, TypeVar
 
@@ -107,18 +108,20 @@ class AsyncPaginator(Generic[T]):
         remaining = self._max_items
         if remaining == 0:
             return
-        async for page in self.pages():
-            for item in page.items:
-                key = _item_key(item)
-                if key is not None:
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                yield item
-                if remaining is not None:
-                    remaining -= 1
-                    if remaining <= 0:
-                        return
+        pages = self.pages()
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for item in page.items:
+                    key = _item_key(item)
+                    if key is not None:
+                        if key in seen:
+                            continue
+                        seen.add(key)
+                    yield item
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining <= 0:
+                            return
 
     async def pages(self) -> AsyncIterator[Page[T]]:
         """Every page in order; later pages are fetched ``concurrency`` at a time."""
