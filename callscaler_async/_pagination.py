@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Hashable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Hashable
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -123,7 +123,7 @@ class AsyncPaginator(Generic[T]):
                         if remaining <= 0:
                             return
 
-    async def pages(self) -> AsyncIterator[Page[T]]:
+    async def pages(self) -> AsyncGenerator[Page[T], None]:
         """Every page in order; later pages are fetched ``concurrency`` at a time."""
         first = await self._first()
         if not first.items:

@@ -7,6 +7,7 @@ from ._checkpoint import (
     SQLiteStore,
     SyncCheckpoint,
     SyncCheckpointError,
+    SyncOutputError,
 )
 from ._engine import (
     CallSync,
@@ -16,7 +17,7 @@ from ._engine import (
     minimum_seconds,
     sync_businesses,
 )
-from ._sinks import CallableSink, CSVSink, JSONLinesSink, Sink, as_sink
+from ._sinks import CallableSink, CSVSink, JSONLinesSink, Sink, as_sink, check_output
 
 __all__ = [
     "CSVSink",
@@ -31,9 +32,11 @@ __all__ = [
     "SyncCheckpoint",
     "SyncCheckpointError",
     "SyncError",
+    "SyncOutputError",
     "SyncProgress",
     "SyncSummary",
     "as_sink",
+    "check_output",
     "minimum_seconds",
     "sync_businesses",
 ]

@@ -24,7 +24,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -186,7 +186,7 @@ class CallSync:
 
     async def _walk_window(
         self, checkpoint: SyncCheckpoint, index: int, skip: set[str]
-    ) -> AsyncIterator[list[Call]]:
+    ) -> AsyncGenerator[list[Call], None]:
         start, last = self._bounds(checkpoint, index)
         walk = self._walk_range(start, last, set(skip), index=index, top=True)
         async with contextlib.aclosing(walk):
@@ -195,7 +195,7 @@ class CallSync:
 
     async def _walk_range(
         self, start: dt.datetime, last: dt.datetime, seen: set[str], *, index: int, top: bool
-    ) -> AsyncIterator[list[Call]]:
+    ) -> AsyncGenerator[list[Call], None]:
         """Every call of ``[start, last]`` not in ``seen``; a range that changes is split.
 
         A walk whose ``total`` moved (calls deleted, back-dated calls added) may have skipped
@@ -255,7 +255,7 @@ class CallSync:
 
     async def batches(
         self, checkpoint: SyncCheckpoint | None = None
-    ) -> AsyncIterator[tuple[int, list[Call], bool]]:
+    ) -> AsyncGenerator[tuple[int, list[Call], bool], None]:
         """``(window, batch, window_finished)`` in window order, from ``checkpoint`` on."""
         checkpoint = checkpoint or self.new_checkpoint()
         count = checkpoint.window_count
