@@ -210,6 +210,7 @@ class CallSync:
             paginator = self._client.calls.list(
                 date_from=start, date_to=last, per_page=_PER_PAGE, concurrency=self.concurrency
             )
+            paginator.head_pinned = True  # `until` is pinned in the past: no call lands ahead
             pages = paginator.pages()
             async with contextlib.aclosing(pages):
                 async for page in pages:
