@@ -214,16 +214,20 @@ class AsyncPaginator(Generic[T]):
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending.values(), return_exceptions=True)
-        if not checked or reads.complete():
-            return
+        if not checked or (len(reads.reads) == 1 and reads.reads[0].end):
+            return  # one answer that reached the end: a snapshot of the whole list
         if reads.unchanged() and (self._concurrency == 1 or self.head_pinned):
             return  # nothing moved: no deletion (the total would drop), no insert ahead
+        if not reads.unchanged() and reads.complete():
+            return
         if reads.unchanged():
             # Same total everywhere, but concurrent pages are answered in any order, and an
             # insert at the head balanced by a deletion keeps the total: a second look at
             # the first page tells.
-            again = await self._fetch_sized(first.page, self._per_page)
-            yield fresh(again, (first.page - 1) * size, size)
+            again = fresh(await self._fetch_sized(first.page, self._per_page),
+                          (first.page - 1) * size, size)  # fmt: skip
+            if again.items:
+                yield again  # calls inserted at the head meanwhile
             if reads.unchanged() and reads.same_as_first():
                 return
         async for page in self._repair(reads, fresh, size, first.page):
@@ -338,14 +342,16 @@ class _Reads:
 
     def __init__(self) -> None:
         self.reads: list[_Read] = []
-        self._parent: list[int] = []
-        self._owner: dict[Hashable, int] = {}
         self.latest_total = 0
         self._totals: set[int] = set()
-        self._first_keys: list[Hashable] | None = None
         self._again_same = False
+        self._follows: list[tuple[int, int]] = []  # consecutive reads proven adjacent
         self._pending_follow: int | None = None
         self._empty = False
+        # The union-find over reads, built only when a walk needs its proof (most walks see
+        # no change and never do): parents, and the read each item was first seen in.
+        self._parent: list[int] = []
+        self._owner: dict[Hashable, int] | None = None
 
     def note_total(self, total: int) -> None:
         self.latest_total = total
@@ -354,19 +360,32 @@ class _Reads:
     def add(self, start: int, keys: list[Hashable], total: int, *, end: bool) -> None:
         index = len(self.reads)
         self.reads.append(_Read(start, keys, total, end))
-        self._parent.append(index)
         self.note_total(total)
-        if self._first_keys is None:
-            self._first_keys = keys
-        elif start == self.reads[0].start and keys == self._first_keys:
+        if index and start == self.reads[0].start and keys == self.reads[0].keys:
             self._again_same = True
-        for key in keys:
+        follow, self._pending_follow = self._pending_follow, None
+        if follow is not None and total >= self.reads[follow].total:
+            self._follows.append((follow, index))
+        if self._owner is not None:
+            self._index(index)
+            if follow is not None and self._follows and self._follows[-1] == (follow, index):
+                self._union(follow, index)
+
+    def _ensure(self) -> None:
+        if self._owner is None:
+            self._owner = {}
+            for index in range(len(self.reads)):
+                self._index(index)
+            for a, b in self._follows:
+                self._union(a, b)
+
+    def _index(self, index: int) -> None:
+        assert self._owner is not None
+        self._parent.append(index)
+        for key in self.reads[index].keys:
             owner = self._owner.setdefault(key, index)
             if owner != index:
                 self._union(owner, index)
-        follow, self._pending_follow = self._pending_follow, None
-        if follow is not None and total >= self.reads[follow].total:
-            self._union(follow, index)
 
     def follows_if_not_shrunk(self) -> None:
         """The next read was fetched after the latest one arrived (sequential walk)."""
@@ -388,10 +407,9 @@ class _Reads:
             self._parent[max(ra, rb)] = min(ra, rb)
 
     def complete(self) -> bool:
-        if not self.reads:
+        if not self.reads or self._empty:
             return True
-        if self._empty:
-            return True
+        self._ensure()
         head = self._find(0)
         return any(r.end and self._find(i) == head for i, r in enumerate(self.reads))
 
@@ -405,10 +423,12 @@ class _Reads:
         return any(r.end for r in self.reads)
 
     def _joined(self) -> list[int]:
+        self._ensure()
         head = self._find(0)
         return [i for i in range(len(self.reads)) if self._find(i) == head]
 
     def joined_last(self) -> bool:
+        self._ensure()
         return self._find(len(self.reads) - 1) == self._find(0)
 
     def reach(self) -> int:
