@@ -300,6 +300,7 @@ async def _sync_calls(
 ) -> None:  # fmt: skip
     window = dt.timedelta(days=window_days)
     async with client:
+        # (A signal before the sync starts cancels this as well: nothing was written yet.)
         job = client.calls.sync(since=start, until=end, window=window, concurrency=concurrency)
         store = JSONFileStore(checkpoint)
         key = f"calls:{client.business}"
@@ -402,7 +403,8 @@ def _checked_output(previous: SyncCheckpoint, out: Path, checkpoint: Path) -> Pa
     target = Path(named) if isinstance(named, str) and named else out
     if not target.exists() and out.exists():
         target = out  # renamed over OUT at the end of the sync that wrote it
-    if target != out and target.name != out.name + ".partial":
+    partial = out.with_name(out.name + ".partial")
+    if target.resolve() not in (out.resolve(), partial.resolve()):
         raise click.UsageError(
             f"{checkpoint} describes the output {target}, not {out}: pass the --out it was "
             f"made for, or --no-resume to start {out} over"
@@ -411,7 +413,7 @@ def _checked_output(previous: SyncCheckpoint, out: Path, checkpoint: Path) -> Pa
         check_output(target, previous.sink_state)
     except SyncOutputError as exc:
         raise click.UsageError(_mismatch(exc, checkpoint)) from None
-    return target
+    return out if target.resolve() == out.resolve() else target
 
 
 def _mismatch(exc: SyncOutputError, checkpoint: Path) -> str:
