@@ -160,6 +160,38 @@ def test_a_second_ctrl_c_exits_at_once_and_loses_nothing(
     assert set(ids) == in_range(fake)
 
 
+STUBBORN = """
+import asyncio, sys
+from callscaler_async.cli._app import _interruptible
+
+async def stubborn_cleanup():
+    print("ready", flush=True)
+    try:
+        await asyncio.sleep(3600)
+    except asyncio.CancelledError:
+        print("cleaning up", flush=True)
+        await asyncio.sleep(3600)  # a cleanup that never ends
+
+sys.exit(asyncio.run(_interruptible(stubborn_cleanup)))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_second_ctrl_c_does_not_wait_for_the_cleanup() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline().strip() == "cleaning up"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted again: exiting now" in err
+
+
 # ------------------------------------------------------------------ the output's file
 
 
