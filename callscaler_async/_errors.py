@@ -14,6 +14,7 @@ The hierarchy::
     │   └── InternalServerError         >= 500 (including proxy 502/503/504 pages)
     ├── ResponseDecodeError             a 2xx body that does not fit the model (names the JSON path)
     ├── ResponseTooLargeError           a body above max_response_bytes (refused unread)
+    ├── InconsistentPagesError          a list changed faster than a walk could re-read it
     └── RateLimiterUnavailable          the shared (Redis) rate-limit backend cannot be reached
 
 ``APIStatusError`` carries ``.status``, ``.code``, ``.message``, ``.body`` and ``.headers``
@@ -36,6 +37,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CallScalerError",
+    "InconsistentPagesError",
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -195,6 +197,12 @@ class ResponseTooLargeError(CallScalerError):
         self.limit = limit
         self.method = method
         self.url = url
+
+
+class InconsistentPagesError(CallScalerError):
+    """A paginated walk could not prove it delivered every item: the list kept changing
+    (items deleted or added) faster than its re-reads could join the pages up. Nothing was
+    delivered twice; some items may not have been delivered at all, so the walk stops."""
 
 
 class RateLimiterUnavailable(CallScalerError):

@@ -116,6 +116,7 @@ class CrashingSink(JSONLinesSink):
         if self.batches > self.after:
             if self.torn:
                 data = self._encode(batch)
+                self._create()  # a new sync creates its file with the first batch
                 assert self._file is not None
                 self._file.write(data[: len(data) // 2 + 7])
                 self._file.flush()
@@ -187,11 +188,18 @@ async def test_sync_cancelled_while_the_sink_opens_closes_the_file(
 ) -> None:
     # The thread opens the file only after the sync was cancelled (twice: the second cancel
     # lands while the sync waits for the thread): the file must still be closed.
-    sink = GatedOpenSink(tmp_path / "calls.jsonl")
+    # A resumed sync opens its existing file in the thread (a new one creates it later).
+    out = tmp_path / "calls.jsonl"
+    out.write_bytes(b"")
+    sink = GatedOpenSink(out)
     fake = FakeCallScaler(calls=50, seed=1, rate_limit=100_000)
     async with fake, client_for(fake) as client:
         job = client.calls.sync(since=SINCE, until=pinned_until(fake))
-        task = asyncio.ensure_future(job.run(sink, store=MemoryStore()))
+        store = MemoryStore()
+        unfinished = job.new_checkpoint()
+        unfinished.sink_state = JSONLinesSink(out).state()
+        await store.save(f"calls:{client.business}", unfinished)
+        task = asyncio.ensure_future(job.run(sink, store=store))
         try:
             assert await asyncio.to_thread(sink.entered.wait, 10)
             for _ in range(cancels):
@@ -249,8 +257,10 @@ async def test_sink_open_that_fails_leaves_no_open_file(tmp_path: Path) -> None:
     sink = FailingHeaderSink(tmp_path / "calls.csv")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        await sink.open(None)  # a new sync: nothing is created before there is data
+        assert not sink.path.exists()
         with pytest.raises(OSError, match="disk full"):
-            await sink.open(None)
+            sink.state()  # the first window is done: the file and its header row
         assert sink._file is None
         del sink
         gc.collect()

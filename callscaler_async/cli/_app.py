@@ -1,7 +1,8 @@
 """``callscaler``: sync, numbers, calls, sandbox and demo commands.
 
 Exit codes: 0 success, 1 an API or connection error (the message names the status and what to
-do), 2 a usage error. The API key comes from ``CALLSCALER_API_KEY`` or ``--api-key-file`` and
+do), 2 a usage error, 130 (SIGINT, Ctrl-C) or 143 (SIGTERM) a sync stopped by a signal with
+everything saved. The API key comes from ``CALLSCALER_API_KEY`` or ``--api-key-file`` and
 is never printed: messages show at most its public ``cs_key_xxxxxxxx`` prefix.
 """
 
@@ -11,8 +12,10 @@ import asyncio
 import csv
 import datetime as dt
 import json
+import os
+import signal
 import sys
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,9 +35,10 @@ from ..sync import (
     JSONFileStore,
     JSONLinesSink,
     SQLiteStore,
-    SQLiteStoreError,
     SyncCheckpoint,
     SyncCheckpointError,
+    SyncOutputError,
+    check_output,
 )
 from ._progress import progress_display, summary_lines
 
@@ -221,7 +225,11 @@ def sync_calls(
     concurrency: int,
     quiet: bool,
 ) -> None:
-    """Every call of [--since, --until] exactly once into --out, resumable after a crash."""
+    """Every call of [--since, --until] exactly once into --out, resumable after a crash.
+
+    Run it again after it finished and it continues from where that sync ended, appending
+    the calls that came since. Ctrl-C (or SIGTERM) stops it with everything saved.
+    """
     start = _parse_moment(since, "--since")
     end = _parse_moment(until, "--until") if until else None
     out, fmt = _sync_output(out_arg, fmt)
@@ -229,72 +237,210 @@ def sync_calls(
         raise click.UsageError("a SQLite database keeps its own checkpoint: drop --checkpoint")
     checkpoint = checkpoint or out.with_name(out.name + ".checkpoint.json")
     client = state.client()
+    code = run_async(
+        state,
+        _interruptible(
+            lambda: _sync_calls(
+                client, start=start, end=end, out=out, fmt=fmt, resume=resume,
+                checkpoint=checkpoint, window_days=window_days, concurrency=concurrency,
+                quiet=quiet,
+            )
+        ),
+    )  # fmt: skip
+    if code:
+        sys.exit(code)
 
-    async def go() -> None:
-        async with client:
-            job = client.calls.sync(
-                since=start, until=end, window=dt.timedelta(days=window_days),
-                concurrency=concurrency,
-            )  # fmt: skip
-            database = SQLiteStore(out) if fmt == "sqlite" else None
-            store = database or JSONFileStore(checkpoint)
-            key = f"calls:{client.business}"
-            if resume:
-                previous = await store.load(key)
-                if previous is not None and not previous.finished:
-                    if previous.since != job.since:
-                        raise click.UsageError(
-                            f"{database.path if database else checkpoint} holds an unfinished "
-                            "sync from "
-                            f"{previous.since:%Y-%m-%d %H:%M:%S}, not {job.since:%Y-%m-%d %H:%M:%S}"
-                            ": pass --no-resume to start over"
-                        )
-                    click.echo(
-                        f"resuming: {previous.delivered:,} calls already in {out} "
-                        f"(range pinned to {previous.until:%Y-%m-%d %H:%M:%S} UTC)", err=True
-                    )  # fmt: skip
-            sink = database or (CSVSink(out) if fmt == "csv" else JSONLinesSink(out))
-            progress = None if quiet else progress_display(sys.stderr)
-            try:
-                summary = await job.run(
-                    sink, store=store, key=key, resume=resume, on_progress=progress
+
+class _Interrupted(Exception):
+    """A sync stopped by a signal; ``code`` is the exit status (128 + the signal)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+async def _interruptible(make: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run ``make()`` so that SIGINT or SIGTERM cancels it (it then saves and reports what
+    it has) and a second signal ends the process at once; returns the exit status."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received:
+            # Everything written is fsynced and the checkpoint is replaced atomically:
+            # stopping without the cleanup loses nothing a resume needs.
+            os.write(2, b"interrupted again: exiting now; run the same command again to resume\n")
+            os._exit(128 + received[0])
+        received.append(signum)
+        task.cancel()
+
+    signals = [signal.SIGINT, signal.SIGTERM]
+    installed = []
+    for signum in signals:
+        try:
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+        except (NotImplementedError, RuntimeError):  # no signal handlers (Windows, a thread)
+            pass
+    try:
+        await make()
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return 128 + received[0]
+    except _Interrupted as exc:
+        return exc.code
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    return 0
+
+
+async def _sync_calls(
+    client: CallScaler, *, start: dt.datetime | dt.date, end: dt.datetime | dt.date | None,
+    out: Path, fmt: str, resume: bool, checkpoint: Path, window_days: int, concurrency: int,
+    quiet: bool,
+) -> None:  # fmt: skip
+    window = dt.timedelta(days=window_days)
+    # A database holds its calls and its checkpoint in one file, committed together: there
+    # is no second file to drift from it, and no partial file to rename.
+    database = SQLiteStore(out) if fmt == "sqlite" else None
+    holder = out if database is not None else checkpoint
+    async with client:
+        # (A signal before the sync starts cancels this as well: nothing was written yet.)
+        job = client.calls.sync(since=start, until=end, window=window, concurrency=concurrency)
+        store = database if database is not None else JSONFileStore(checkpoint)
+        key = f"calls:{client.business}"
+        previous = await store.load(key) if resume else None
+        # The file this run writes: a new sync never writes over an existing OUT until it
+        # is complete (it fills OUT.partial, renamed over OUT at the end).
+        target = out
+        before = 0
+        if previous is not None:
+            if database is None:
+                target = _checked_output(previous, out, checkpoint)
+            before = previous.delivered
+            origin = previous.first_since or previous.since
+            if job.since < origin or (not previous.finished and previous.since != job.since
+                                      and previous.first_since is None):  # fmt: skip
+                raise click.UsageError(
+                    f"{holder} belongs to a sync from {origin:%Y-%m-%d %H:%M:%S}, not "
+                    f"{job.since:%Y-%m-%d %H:%M:%S}: pass --no-resume to start over"
                 )
-            finally:
-                if progress is not None:
-                    progress.finish()
-            click.echo(f"synced {summary.items:,} calls to {out} ({fmt})", err=True)
-            if database is not None:
+            if previous.finished:
+                # Continue from the pinned `until`: only calls that came after it are fetched.
+                if job.until <= previous.until:
+                    click.echo(
+                        f"up to date: {target} holds every call up to "
+                        f"{previous.until:%Y-%m-%d %H:%M:%S} UTC ({before:,} calls); for a full "
+                        f"re-sync pass --no-resume --since {origin:%Y-%m-%d}", err=True
+                    )  # fmt: skip
+                    return
+                job = client.calls.sync(
+                    since=previous.until + dt.timedelta(seconds=1), until=job.until,
+                    window=window, concurrency=concurrency,
+                )  # fmt: skip
+                continued = job.new_checkpoint()
+                continued.delivered = previous.delivered
+                continued.high_water_mark = previous.high_water_mark
+                continued.sink_state = (
+                    dict(previous.sink_state)
+                    if database is not None
+                    else dict(previous.sink_state, path=str(target))
+                )
+                continued.first_since = origin
+                await store.save(key, continued)
                 click.echo(
-                    f'query it: sqlite3 {out} "select status, count(*) from calls group by 1"',
+                    f"continuing: {before:,} calls in {target} up to "
+                    f"{previous.until:%Y-%m-%d %H:%M:%S} UTC; fetching the calls since", err=True
+                )  # fmt: skip
+            else:
+                click.echo(
+                    f"resuming: {before:,} calls already in {target} "
+                    f"(range pinned to {previous.until:%Y-%m-%d %H:%M:%S} UTC)", err=True
+                )  # fmt: skip
+        elif out.exists() and database is None:
+            target = out.with_name(out.name + ".partial")
+        sink = database or (CSVSink(target) if fmt == "csv" else JSONLinesSink(target))
+        progress = None if quiet else progress_display(sys.stderr)
+        try:
+            summary = await job.run(
+                sink, store=store, key=key, resume=previous is not None, on_progress=progress
+            )
+        except asyncio.CancelledError:
+            if progress is not None:
+                progress.finish()
+            saved = await store.load(key)
+            count = saved.delivered if saved is not None else 0
+            where = Path(saved.sink_state.get("path", target)) if saved is not None else target
+            click.echo(
+                f"interrupted: {count:,} calls saved in {where}; "
+                "run the same command again to resume", err=True
+            )  # fmt: skip
+            raise
+        except SyncOutputError as exc:
+            raise click.UsageError(_mismatch(exc, checkpoint)) from None
+        if progress is not None:
+            progress.finish()
+        if target != out:
+            os.replace(target, out)
+            done = await store.load(key)
+            if done is not None:
+                done.sink_state = dict(done.sink_state, path=str(out))
+                await store.save(key, done)
+        added = summary.items - before
+        if previous is not None and previous.finished:
+            if added == 0:
+                origin = previous.first_since or previous.since
+                click.echo(
+                    f"up to date: no calls after {previous.until:%Y-%m-%d %H:%M:%S} UTC; {out} "
+                    f"holds {summary.items:,} calls up to {summary.until:%Y-%m-%d %H:%M:%S} UTC."
+                    f" For a full re-sync pass --no-resume --since {origin:%Y-%m-%d}", err=True
+                )  # fmt: skip
+            else:
+                click.echo(
+                    f"appended {added:,} new calls to {out} ({summary.items:,} in all, {fmt})",
                     err=True,
                 )
-            for line in summary_lines(summary):
-                click.echo(line, err=True)
+        else:
+            click.echo(f"synced {summary.items:,} calls to {out} ({fmt})", err=True)
+        if database is not None:
+            click.echo(
+                f'query it: sqlite3 {out} "select status, count(*) from calls group by 1"',
+                err=True,
+            )
+        for line in summary_lines(summary):
+            click.echo(line, err=True)
 
-    try:
-        run_async(state, go())
-    except KeyboardInterrupt:
-        # Ctrl-C: say what the checkpoint holds, so the user knows a rerun resumes from there.
-        async def saved_checkpoint() -> SyncCheckpoint | None:
-            if fmt != "sqlite":
-                return await JSONFileStore(checkpoint).load(f"calls:{client.business}")
-            database = SQLiteStore(out)
-            try:
-                return await database.load(f"calls:{client.business}")
-            finally:
-                await database.close()
 
-        try:
-            saved = asyncio.run(saved_checkpoint())
-        except (OSError, SyncCheckpointError, SQLiteStoreError):
-            saved = None
-        kept = (
-            f"{saved.delivered:,} calls are in {out} and its checkpoint"
-            if saved is not None and not saved.finished
-            else "no checkpoint was saved"
+def _checked_output(previous: SyncCheckpoint, out: Path, checkpoint: Path) -> Path:
+    """The file the checkpoint describes, checked: it must hold what the checkpoint counts."""
+    named = previous.sink_state.get("path")
+    target = Path(named) if isinstance(named, str) and named else out
+    if not target.exists() and out.exists():
+        target = out  # renamed over OUT at the end of the sync that wrote it
+    partial = out.with_name(out.name + ".partial")
+    if target.resolve() not in (out.resolve(), partial.resolve()):
+        raise click.UsageError(
+            f"{checkpoint} describes the output {target}, not {out}: pass the --out it was "
+            f"made for, or --no-resume to start {out} over"
         )
-        click.echo(f"interrupted: {kept}; run the same command again to resume", err=True)
-        raise click.exceptions.Exit(130) from None
+    try:
+        check_output(target, previous.sink_state)
+    except SyncOutputError as exc:
+        raise click.UsageError(_mismatch(exc, checkpoint)) from None
+    return out if target.resolve() == out.resolve() else target
+
+
+def _mismatch(exc: SyncOutputError, checkpoint: Path) -> str:
+    return (
+        f"{exc}. The checkpoint {checkpoint} counts calls as saved that the output does not "
+        "hold: restore the file, or pass --no-resume to start over (the existing output is "
+        "only replaced once the new sync is complete)"
+    )
+
 
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")

@@ -6,6 +6,7 @@ from ._checkpoint import (
     MemoryStore,
     SyncCheckpoint,
     SyncCheckpointError,
+    SyncOutputError,
 )
 from ._engine import (
     CallSync,
@@ -15,7 +16,7 @@ from ._engine import (
     minimum_seconds,
     sync_businesses,
 )
-from ._sinks import CallableSink, CSVSink, JSONLinesSink, Sink, as_sink
+from ._sinks import CallableSink, CSVSink, JSONLinesSink, Sink, as_sink, check_output
 from ._sqlite import (
     CALL_COLUMNS,
     CheckpointedSink,
@@ -41,9 +42,11 @@ __all__ = [
     "SyncCheckpoint",
     "SyncCheckpointError",
     "SyncError",
+    "SyncOutputError",
     "SyncProgress",
     "SyncSummary",
     "as_sink",
+    "check_output",
     "minimum_seconds",
     "sync_businesses",
 ]

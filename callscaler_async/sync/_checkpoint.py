@@ -31,6 +31,7 @@ __all__ = [
     "MemoryStore",
     "SyncCheckpoint",
     "SyncCheckpointError",
+    "SyncOutputError",
 ]
 
 _VERSION = 1
@@ -77,6 +78,11 @@ class SyncCheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, of another version, or another range."""
 
 
+class SyncOutputError(SyncCheckpointError):
+    """The output a checkpoint describes is missing, shorter or different from what the
+    sync wrote: resuming would report calls as delivered that the file does not hold."""
+
+
 def _ts(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -107,6 +113,9 @@ class SyncCheckpoint:
     high_water_mark: dt.datetime | None = None  # latest started_at delivered
     sink_state: dict[str, Any] = attrs.Factory(dict)
     finished: bool = False
+    # Where the output's first sync began, when this one continues it from a finished sync's
+    # ``until`` (an incremental run appending to the same output); None: ``since``.
+    first_since: dt.datetime | None = None
 
     @property
     def window_count(self) -> int:
@@ -127,6 +136,7 @@ class SyncCheckpoint:
             "high_water_mark": _ts(self.high_water_mark) if self.high_water_mark else None,
             "sink_state": self.sink_state,
             "finished": self.finished,
+            "first_since": _ts(self.first_since) if self.first_since else None,
         }
 
     @classmethod
@@ -150,6 +160,11 @@ class SyncCheckpoint:
                 high_water_mark=_parse_ts(hwm, "high_water_mark") if hwm else None,
                 sink_state=dict(data.get("sink_state") or {}),
                 finished=bool(data.get("finished", False)),
+                first_since=(
+                    _parse_ts(data["first_since"], "first_since")
+                    if data.get("first_since")
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SyncCheckpointError):

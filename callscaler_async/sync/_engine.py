@@ -24,7 +24,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -45,6 +45,7 @@ logger = logging.getLogger("callscaler_async.sync")
 
 _PER_PAGE = 100
 _MAX_REWALKS = 5
+_BATCHES_AHEAD = 4  # batches a window's producer may hold before the consumer takes them
 
 
 class SyncError(CallScalerError):
@@ -159,6 +160,24 @@ class SyncSummary:
         return self.elapsed / self.minimum if self.minimum > 0 else None
 
 
+async def _stop(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel ``tasks`` and wait until every one has ended, even if the caller is cancelled
+    again meanwhile (that cancellation is raised afterwards): none is left pending."""
+    for task in tasks:
+        task.cancel()
+    cancelled: asyncio.CancelledError | None = None
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError as exc:
+            cancelled = cancelled or exc
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: never logged as "never retrieved"
+    if cancelled is not None:
+        raise cancelled
+
+
 def minimum_seconds(requests: int, limit: int, period: float) -> float:
     """The least time any client needs for ``requests`` at ``limit`` per ``period``.
 
@@ -238,14 +257,16 @@ class CallSync:
 
     async def _walk_window(
         self, checkpoint: SyncCheckpoint, index: int, skip: set[str]
-    ) -> AsyncIterator[list[Call]]:
+    ) -> AsyncGenerator[list[Call], None]:
         start, last = self._bounds(checkpoint, index)
-        async for batch in self._walk_range(start, last, set(skip), index=index, top=True):
-            yield batch
+        walk = self._walk_range(start, last, set(skip), index=index, top=True)
+        async with contextlib.aclosing(walk):
+            async for batch in walk:
+                yield batch
 
     async def _walk_range(
         self, start: dt.datetime, last: dt.datetime, seen: set[str], *, index: int, top: bool
-    ) -> AsyncIterator[list[Call]]:
+    ) -> AsyncGenerator[list[Call], None]:
         """Every call of ``[start, last]`` not in ``seen``; a range that changes is split.
 
         A walk whose ``total`` moved (calls deleted, back-dated calls added) may have skipped
@@ -260,20 +281,23 @@ class CallSync:
             paginator = self._client.calls.list(
                 date_from=start, date_to=last, per_page=_PER_PAGE, concurrency=self.concurrency
             )
-            async for page in paginator.pages():
-                self.pages += 1
-                totals.add(page.total)
-                if top and attempt == 0 and page.page == 1:
-                    self._note_total(index, page.total)
-                fresh: list[Call] = []
-                for call in page.items:
-                    key = str(call.id)
-                    if key in seen or not (start <= call.started_at < upper):
-                        continue
-                    seen.add(key)
-                    fresh.append(call)
-                if fresh:
-                    yield fresh
+            paginator.head_pinned = True  # `until` is pinned in the past: no call lands ahead
+            pages = paginator.pages()
+            async with contextlib.aclosing(pages):
+                async for page in pages:
+                    self.pages += 1
+                    totals.add(page.total)
+                    if top and attempt == 0 and page.page == 1:
+                        self._note_total(index, page.total)
+                    fresh: list[Call] = []
+                    for call in page.items:
+                        key = str(call.id)
+                        if key in seen or not (start <= call.started_at < upper):
+                            continue
+                        seen.add(key)
+                        fresh.append(call)
+                    if fresh:
+                        yield fresh
             if len(totals) <= 1:
                 return
             # Offsets shifted while we paged: walk again, delivering only what was missed.
@@ -286,8 +310,10 @@ class CallSync:
                 half = (last - start).total_seconds() // 2
                 middle = start + dt.timedelta(seconds=half)
                 for lo, hi in ((start, middle), (middle + dt.timedelta(seconds=1), last)):
-                    async for batch in self._walk_range(lo, hi, seen, index=index, top=False):
-                        yield batch
+                    half_walk = self._walk_range(lo, hi, seen, index=index, top=False)
+                    async with contextlib.aclosing(half_walk):
+                        async for batch in half_walk:
+                            yield batch
                 return
             if attempt == _MAX_REWALKS:
                 raise SyncError(
@@ -324,7 +350,7 @@ class CallSync:
 
     async def batches(
         self, checkpoint: SyncCheckpoint | None = None
-    ) -> AsyncIterator[tuple[int, list[Call], bool]]:
+    ) -> AsyncGenerator[tuple[int, list[Call], bool], None]:
         """``(window, batch, window_finished)`` in window order, from ``checkpoint`` on."""
         checkpoint = checkpoint or self.new_checkpoint()
         count = checkpoint.window_count
@@ -334,46 +360,51 @@ class CallSync:
         producers: dict[int, asyncio.Task[None]] = {}
         done = object()
 
-        async def produce(index: int, queue: asyncio.Queue[Any]) -> None:
+        async def produce(index: int, queue: asyncio.Queue[Any], room: asyncio.Semaphore) -> None:
+            # The queue itself is unbounded and ``room`` bounds the batches in it: the end
+            # marker or an error always goes in at once. (A producer that awaited space for
+            # its error after the consumer stopped reading would never finish.)
             try:
                 skip = skip_first if index == first else set()
-                async for batch in self._walk_window(checkpoint, index, skip):
-                    await queue.put(batch)
-                await queue.put(done)
-            except BaseException as exc:  # handed to the consumer, raised in order
-                await queue.put(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
+                walk = self._walk_window(checkpoint, index, skip)
+                async with contextlib.aclosing(walk):
+                    async for batch in walk:
+                        await room.acquire()
+                        queue.put_nowait(batch)
+                queue.put_nowait(done)
+            except Exception as exc:  # handed to the consumer, raised in window order
+                queue.put_nowait(exc)
 
         def start(index: int) -> None:
             if index < count and index not in producers:
-                queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+                queue: asyncio.Queue[Any] = asyncio.Queue()
+                room = asyncio.Semaphore(_BATCHES_AHEAD)
                 queues[index] = queue
-                producers[index] = asyncio.ensure_future(produce(index, queue))
+                producers[index] = asyncio.ensure_future(produce(index, queue, room))
+                rooms[index] = room
 
+        rooms: dict[int, asyncio.Semaphore] = {}
         try:
             for index in range(first, min(count, first + self.windows_ahead)):
                 start(index)
             for index in range(first, count):
                 start(index)
-                queue = queues[index]
+                queue, room = queues[index], rooms[index]
                 while True:
                     item = await queue.get()
                     if item is done:
                         break
                     if isinstance(item, BaseException):
                         raise item
+                    room.release()
                     yield index, item, False
                 producers.pop(index)
                 queues.pop(index)
+                rooms.pop(index)
                 start(index + self.windows_ahead)
                 yield index, [], True
         finally:
-            for task in producers.values():
-                task.cancel()
-            for task in producers.values():
-                with contextlib.suppress(BaseException):
-                    await task
+            await _stop(list(producers.values()))
 
     def new_checkpoint(self) -> SyncCheckpoint:
         return SyncCheckpoint(
@@ -389,10 +420,12 @@ class CallSync:
         return self._calls()
 
     async def _calls(self) -> AsyncIterator[Call]:
-        async for _, batch, _ in self.batches():
-            for call in batch:
-                self.delivered += 1
-                yield call
+        stream = self.batches()
+        async with contextlib.aclosing(stream):
+            async for _, batch, _ in stream:
+                for call in batch:
+                    self.delivered += 1
+                    yield call
 
     # --------------------------------------------------------------- running
 
@@ -481,6 +514,7 @@ class CallSync:
             )
 
         counting: asyncio.Future[None] | None = None
+        stream = self.batches(checkpoint)
         try:
             # The count is only for progress: a run nobody watches spends no request on it.
             if on_progress is not None and checkpoint.windows_done < checkpoint.window_count:
@@ -489,7 +523,7 @@ class CallSync:
             # Inside the try: a sync cancelled (or failing) while the sink opens still closes
             # it, e.g. a file a sink's thread opened after the cancellation arrived.
             await target.open(checkpoint.sink_state if resumed else None)
-            async for index, batch, finished in self.batches(checkpoint):
+            async for index, batch, finished in stream:
                 if batch:
                     if own is None:
                         await target.write(batch)
@@ -514,9 +548,13 @@ class CallSync:
         finally:
             if counting is not None:
                 counting.cancel()
-            await target.close()
-            if counting is not None:
-                await _settle(counting)
+            try:
+                # Now, not when the garbage collector finds it: its producers end here.
+                await stream.aclose()
+            finally:
+                await target.close()
+                if counting is not None:
+                    await _settle(counting)
         requests = transport.requests_sent - requests_before
         snapshot = self._client.rate_limit
         limit = self._server_rate_limit(snapshot)

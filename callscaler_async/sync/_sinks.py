@@ -2,14 +2,16 @@
 
 A sink is told the state saved in the last checkpoint when it opens, writes batches, and
 reports its state after each batch; the sync saves that state in the checkpoint only after
-``write`` returned. The file sinks flush and fsync each batch, record the file length, and on
-resume cut the file back to the length of the last acknowledged batch, so a crash in the
-middle of a write leaves no half-written or duplicated line behind.
+``write`` returned. The file sinks flush and fsync each batch, record the file length and a
+SHA-256 of its content, and on resume refuse a file that is missing, shorter or different
+(``SyncOutputError``), then cut it back to the length of the last acknowledged batch, so a
+crash in the middle of a write leaves no half-written or duplicated line behind.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -21,9 +23,9 @@ import orjson
 
 from .._convert import encode
 from ..models import Call
-from ._checkpoint import in_thread_to_end
+from ._checkpoint import SyncOutputError, in_thread_to_end
 
-__all__ = ["CSVSink", "CallableSink", "JSONLinesSink", "Sink", "as_sink"]
+__all__ = ["CSVSink", "CallableSink", "JSONLinesSink", "Sink", "as_sink", "check_output"]
 
 logger = logging.getLogger("callscaler_async.sync")
 
@@ -47,17 +49,67 @@ class Sink(Protocol):
         ...
 
 
+def check_output(path: Path, state: dict[str, Any]) -> int:
+    """That ``path`` still holds what a checkpoint's sink state says was written to it.
+
+    Returns the acknowledged length; raises ``SyncOutputError`` when the file is missing,
+    shorter than that length, or its first that-many bytes differ from what was written
+    (their SHA-256 is in the state). A longer file is fine: the part after the acknowledged
+    length is a batch written just before a crash, which a resume cuts off and redelivers.
+    """
+    saved = state.get("offset")
+    if not isinstance(saved, int) or saved < 0:
+        raise SyncOutputError(f"the checkpoint has no usable length for {path}")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SyncOutputError(
+            f"{path} is missing, but the checkpoint counts {saved} bytes of calls in it"
+        ) from None
+    if size < saved:
+        raise SyncOutputError(
+            f"{path} is shorter ({size} bytes) than the checkpoint says ({saved}); "
+            "it was changed outside the sync"
+        )
+    digest = state.get("sha256")
+    if isinstance(digest, str) and _digest_of(path, saved).hexdigest() != digest:
+        raise SyncOutputError(
+            f"{path} differs from what the sync wrote to it (its first {saved} bytes changed)"
+        )
+    return saved
+
+
+def _digest_of(path: Path, length: int) -> Any:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        left = length
+        while left > 0:
+            block = handle.read(min(left, 1 << 20))
+            if not block:
+                break
+            digest.update(block)
+            left -= len(block)
+    return digest
+
+
 class _FileSink:
-    """Shared by the file sinks: append, fsync, remember the length, truncate on resume."""
+    """Shared by the file sinks: append, fsync, remember the length, truncate on resume.
+
+    A new sync creates (or replaces) the file only when it has something to put in it: the
+    first batch, or the first window found empty. A sync that fails before that, e.g. on its
+    first connection, leaves no empty file behind and an existing file untouched.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._file: IO[bytes] | None = None
         self._offset = 0
+        self._digest = hashlib.sha256()
+        self._pending_create = False
         self.written = 0
 
     async def open(self, state: dict[str, Any] | None) -> None:
-        if self._file is not None:
+        if self._file is not None or self._pending_create:
             raise RuntimeError(f"sink {self.path} is already open")
         try:
             await in_thread_to_end(self._open, state)
@@ -73,30 +125,36 @@ class _FileSink:
             raise
 
     def _open(self, state: dict[str, Any] | None) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        saved = state.get("offset") if state else None
-        resume = isinstance(saved, int) and saved >= 0 and self.path.exists()
-        handle: IO[bytes] = self.path.open("r+b" if resume else "wb")
+        if not state:
+            self._pending_create = True
+            return
+        saved = check_output(self.path, state)
+        handle: IO[bytes] = self.path.open("r+b")
         try:
-            offset = 0
-            if resume and isinstance(saved, int):
-                size = handle.seek(0, io.SEEK_END)
-                if size < saved:
-                    raise OSError(
-                        f"{self.path} is shorter ({size} bytes) than the checkpoint says "
-                        f"({saved}); it was changed outside the sync: start a new sync"
-                    )
-                handle.truncate(saved)
-                handle.seek(saved)
-                offset = saved
-            self._file, self._offset = handle, offset
-            if offset == 0:
-                header = self._header()
-                if header:
-                    self._append(header)
+            self._digest = _digest_of(self.path, saved)
+            handle.truncate(saved)
+            handle.seek(saved)
+            self._file, self._offset = handle, saved
         except BaseException:
             # Nothing half-open is left behind: the handle is closed and the sink is closed.
             self._file, self._offset = None, 0
+            handle.close()
+            raise
+
+    def _create(self) -> None:
+        """Create (or replace) the file now that there is something to put in it."""
+        if not self._pending_create:
+            return
+        self._pending_create = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("wb")
+        try:
+            self._file, self._offset, self._digest = handle, 0, hashlib.sha256()
+            header = self._header()
+            if header:
+                self._append(header)
+        except BaseException:
+            self._file = None
             handle.close()
             raise
 
@@ -107,11 +165,13 @@ class _FileSink:
         raise NotImplementedError
 
     def _append(self, data: bytes) -> None:
+        self._create()
         assert self._file is not None, "sink is not open"
         self._file.write(data)
         self._file.flush()
         os.fsync(self._file.fileno())
         self._offset += len(data)
+        self._digest.update(data)
 
     async def write(self, batch: Sequence[Call]) -> None:
         if not batch:
@@ -121,9 +181,13 @@ class _FileSink:
         self.written += len(batch)
 
     def state(self) -> dict[str, Any]:
-        return {"offset": self._offset, "path": str(self.path)}
+        # Asked after a batch or a finished window: an empty result still gets its file
+        # (and a CSV its header row). A small synchronous open, once.
+        self._create()
+        return {"offset": self._offset, "path": str(self.path), "sha256": self._digest.hexdigest()}
 
     async def close(self) -> None:
+        self._pending_create = False
         if self._file is not None:
             handle, self._file = self._file, None
             # Runs to the end even if the caller is cancelled: the handle is always closed.

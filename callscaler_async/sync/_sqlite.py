@@ -334,6 +334,11 @@ class SQLiteStore:
     # ------------------------------------------------------------- checkpoints
 
     def _load(self, key: str) -> str | None:
+        if self._db is None and not self.path.exists():
+            # Nothing to resume, and no empty database left behind by a sync that then
+            # fails to reach the API: the file is created when the sink opens.
+            self._loaded[key] = None
+            return None
         with self._using() as db:
             row = db.execute(f"SELECT body FROM {_CHECKPOINTS} WHERE key = ?", (key,)).fetchone()
         body = None if row is None else str(row[0])

@@ -48,6 +48,8 @@ class Faults:
     short_pages: bool = False
     empty_page_at: int | None = None
     pending: list[PendingFault] = field(default_factory=list)
+    # Calls to delete (at random positions) on each of the next list requests, in order.
+    delete_calls_on_next_lists: list[int] = field(default_factory=list)
 
     def fail_next(
         self, n: int = 1, status: int = 500, body: FailBody = "json", path: str | None = None
@@ -93,6 +95,12 @@ class Faults:
         """Answer matching requests (all of them if ``path`` is None) with ``302 Location: url``
         after auth and rate limiting; ``n=None`` keeps doing so until :meth:`clear`."""
         self.pending.append(PendingFault("redirect", n, path, url=url))
+
+    def delete_calls_next(self, *counts: int) -> None:
+        """The next ``len(counts)`` calls-list requests delete ``counts[i]`` calls each, at
+        random positions anywhere in the list, before answering (on top of
+        ``delete_calls_per_list_request``)."""
+        self.delete_calls_on_next_lists.extend(counts)
 
     def take(self, path: str) -> list[PendingFault]:
         """Pop one unit of every queued fault matching ``path`` (server side)."""

@@ -832,6 +832,8 @@ class FakeCallScaler:
     def _mutate_calls(self, biz: Business) -> None:
         ins = self.faults.insert_calls_per_list_request
         dele = self.faults.delete_calls_per_list_request
+        if self.faults.delete_calls_on_next_lists:
+            dele += self.faults.delete_calls_on_next_lists.pop(0)
         if not ins and not dele:
             return
         self._counts.pop(biz.name, None)
