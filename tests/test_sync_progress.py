@@ -327,7 +327,7 @@ def test_sync_interrupted_on_a_terminal_says_what_is_saved_and_resumes(tmp_path:
         checkpoint = json.loads((tmp_path / "calls.jsonl.checkpoint.json").read_text())
         saved = checkpoint["delivered"]
         assert 0 < saved < 6000 and not checkpoint["finished"]
-        assert f"interrupted: {saved:,} calls are in {out} and its checkpoint" in first
+        assert f"interrupted: {saved:,} calls saved in {out}; run the same command again" in first
         assert "Traceback" not in first
         second = _run_on_pty(argv, _cli_env(fake))
     ids = [line.split(b'"id":', 1)[1][:40] for line in out.read_bytes().splitlines()]

@@ -165,7 +165,9 @@ async def test_cancelled_at_random_moments_resumes_exactly(tmp_path: Path) -> No
                 committed = asyncio.Queue[None]()
                 seen = [-1]
 
-                def progress(p: SyncProgress, q: asyncio.Queue[None] = committed) -> None:
+                def progress(
+                    p: SyncProgress, q: asyncio.Queue[None] = committed, seen: list[int] = seen
+                ) -> None:
                     # Progress also comes when the sync starts and when its count arrives:
                     # only a delivered batch means a commit.
                     if p.delivered > seen[0] >= 0:
