@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     # importlib.metadata (~7 ms at import), and most processes never see a 429.
     from aiolimiter import AsyncLimiter
 
-__all__ = ["BusinessRateGate", "business_key", "gate_for"]
+__all__ = ["BusinessRateGate", "business_key", "gate_for", "max_wait_refusal"]
 
 logger = logging.getLogger("callscaler_async.ratelimit")
 
@@ -46,6 +46,44 @@ def business_key(api_key: str) -> str:
     """A stable, secret-free name for the business behind a key (when none is given)."""
     digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
     return f"key-{digest}"
+
+
+def max_wait_refusal(
+    business: str,
+    *,
+    wait: float,
+    max_wait: float | None,
+    waited: float,
+    retry_at: float,
+    shared: bool = False,
+) -> RateLimitError:
+    """The local refusal of a request that would wait longer than ``max_wait`` at the gate.
+
+    No request was sent, so the message says so (it is not the API's 429). ``wait`` is how
+    much longer from now the next slot is expected, ``waited`` how long this request had
+    already queued: refused up front (``waited`` 0) the wait exceeds ``max_wait``; refused at
+    the deadline, the wait so far is ``max_wait`` and ``wait`` comes on top of it.
+    """
+    wait = max(wait, 0.0)
+    gate = "shared rate gate" if shared else "rate gate"
+    limit = f"max_wait={max_wait:g}s" if max_wait is not None else "max_wait"
+    if waited > 0:
+        detail = (
+            f"waited {waited:.1f}s ({limit}) at the {gate} of business {business!r} and the "
+            f"next slot is expected in about {wait:.1f}s more"
+        )
+    else:
+        detail = (
+            f"the {gate} of business {business!r} expects the next slot in about {wait:.1f}s, "
+            f"longer than {limit}"
+        )
+    return RateLimitError(
+        f"refused locally, no request sent to the API: {detail}",
+        status=429,
+        code="max_wait_exceeded",
+        retry_after=wait,
+        retry_at=retry_at,
+    )
 
 
 class BusinessRateGate:
@@ -85,6 +123,7 @@ class BusinessRateGate:
         )
         self._stagger_until = 0.0
         self._restart_pacer: AsyncLimiter | None = None
+        self._foreign_watch = ForeignShareWatch(name, rate_limit.period)
         self.requests_admitted = 0
 
     # ------------------------------------------------------------------ basics
@@ -156,7 +195,7 @@ class BusinessRateGate:
         if max_wait is not None:
             estimate = self._estimate_ready(now, rank)
             if estimate is not None and estimate - now > max_wait:
-                raise self._too_long(estimate, now, max_wait)
+                raise self._too_long(estimate, now, max_wait, waited=0.0)
         fut: asyncio.Future[Ticket] = loop.create_future()
         heapq.heappush(self._heap, (rank, next(self._order), fut))
         self._waiting += 1
@@ -180,7 +219,7 @@ class BusinessRateGate:
                 except TimeoutError:
                     now = loop.time()
                     estimate = self._estimate_ready(now, rank) or now + self._rate_limit.period
-                    raise self._too_long(estimate, now, max_wait) from None
+                    raise self._too_long(estimate, now, max_wait, waited=max_wait) from None
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Admitted in the same instant we were cancelled: hand the slot back.
@@ -204,15 +243,11 @@ class BusinessRateGate:
         ahead = sum(1 for r, _, f in self._heap if r <= rank and not f.done())
         return ready + (ahead // self._state.limit) * self._rate_limit.period
 
-    def _too_long(self, estimate: float, now: float, max_wait: float) -> RateLimitError:
-        wait = max(estimate - now, 0.0)
-        return RateLimitError(
-            f"the rate limit of business {self._name!r} allows the next request in about "
-            f"{wait:.1f}s, longer than max_wait={max_wait:g}s",
-            status=429,
-            code="max_wait_exceeded",
-            retry_after=wait,
-            retry_at=estimate,
+    def _too_long(
+        self, estimate: float, now: float, max_wait: float, *, waited: float
+    ) -> RateLimitError:
+        return max_wait_refusal(
+            self._name, wait=estimate - now, max_wait=max_wait, waited=waited, retry_at=estimate
         )
 
     def _pump(self) -> None:
@@ -280,6 +315,8 @@ class BusinessRateGate:
         paused = state.complete(ticket, now, self._unix_at(now), reading, status, retry_after)
         if paused is not None and paused > was_paused_until:
             self._begin_pause(now, paused)
+        if state.foreign or self._foreign_watch.since is not None:
+            self._foreign_watch.observe(now, state.foreign)
         if self._heap:
             self._pump()
 
@@ -337,6 +374,55 @@ class BusinessRateGate:
         return (
             f"BusinessRateGate(name={self._name!r}, requests={self._rate_limit.requests}, "
             f"period={self._rate_limit.period})"
+        )
+
+
+class ForeignShareWatch:
+    """Says once, at WARNING, that someone else keeps spending this business's budget.
+
+    The gate's state measures the foreign share (what the server counts beyond our own
+    requests) and holds it as occupied, so the gate stays safe by itself; but each process
+    then waits for the others' requests and they all earn 429s at the edges, which are
+    logged only at INFO. The usual cause is several processes of one app (``uvicorn
+    --workers``, gunicorn) each pacing the same key alone.
+
+    Steadily: every answer for more than ``2.5`` periods showed a foreign share. One sighting
+    is held for at most a period (three after a 429), and a process restarted while its
+    predecessor's requests were still counted sees them for at most one period more: neither
+    reaches it.
+    """
+
+    __slots__ = ("_name", "_period", "_seen", "since", "warned")
+
+    def __init__(self, name: str, period: float) -> None:
+        self._name = name
+        self._period = period
+        self.since: float | None = None  # loop time of the first answer of the current run
+        self._seen = 0  # answers of the current run
+        self.warned = False
+
+    def observe(self, now: float, foreign: int) -> None:
+        if not foreign:
+            self.since = None
+            self._seen = 0
+            return
+        if self.since is None:
+            self.since = now
+        self._seen += 1
+        if self.warned or self._seen < 3 or now - self.since < 2.5 * self._period:
+            return
+        self.warned = True
+        logger.warning(
+            "rate gate %s: for %.0fs the API has counted requests of this business that were "
+            "not sent by this process (%d in the latest answer): likely several processes of "
+            "this app (uvicorn or gunicorn --workers) each pacing the budget alone, so they "
+            "wait for each other and earn 429s. Share one budget through Redis "
+            "(CALLSCALER_REDIS_URL with CallScalerClients, or rate_limiter='redis://...'), "
+            "or give each process a static share (CALLSCALER_WORKERS=N, or a rate_limit "
+            "divided by N)",
+            self._name,
+            now - self.since,
+            foreign,
         )
 
 

@@ -123,7 +123,7 @@ from .. import _loops
 from .._errors import RateLimitError, RateLimiterUnavailable
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
 from ._state import GateState, Ticket, parse_rate_headers
-from .local import BusinessRateGate
+from .local import BusinessRateGate, max_wait_refusal
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -147,8 +147,9 @@ _SOCKET_TIMEOUT: Final = 2.0
 
 # KEYS: fly, rel, pause, want, live. ARGV: n, limit, period_us, cap_us, ttl_ms, token, first_seq,
 # lease_us (0: this token leaves), then (id, answered_us) pairs: answered_us is the answer's time
-# on Redis's clock (an upper bound), 0 for a slot never used. Returns {now, waits..., retry}: retry (microseconds from now) is 0,
-# or when to ask again if fewer than n slots could be promised.
+# on Redis's clock (an upper bound), 0 for a slot never used. Returns {now, waits..., retry}:
+# retry (microseconds from now) is 0, or when to ask again if fewer than n slots could be
+# promised.
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -374,7 +375,9 @@ class RedisRateLimiter:
             raise ValueError(f"latency_margin must be >= 0 seconds, got {latency_margin!r}")
         if not (math.isfinite(in_flight_timeout) and in_flight_timeout > 0):
             raise ValueError(f"in_flight_timeout must be > 0 seconds, got {in_flight_timeout!r}")
-        lease = liveness_timeout if liveness_timeout is not None else min(10.0, max(1.0, period / 6))
+        lease = (
+            liveness_timeout if liveness_timeout is not None else min(10.0, max(1.0, period / 6))
+        )
         if not (math.isfinite(lease) and lease > 0):
             raise ValueError(f"liveness_timeout must be > 0 seconds, got {liveness_timeout!r}")
         self._lease = float(lease)
@@ -676,7 +679,8 @@ class RedisRateLimiter:
                         slot = await fut
                 except TimeoutError:
                     now = loop.time()
-                    raise self._too_long(self._estimate(now, rank), now, max_wait) from None
+                    waited = now - (deadline - (max_wait or 0.0))
+                    raise self._too_long(self._estimate(now, rank), now, max_wait, waited) from None
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._release(fut.result())  # handed a slot the instant we were cancelled
@@ -690,7 +694,8 @@ class RedisRateLimiter:
         if deadline is not None and slot[0] > deadline:
             self._release(slot)
             now = loop.time()
-            raise self._too_long(slot[0], now, max_wait)
+            waited = now - (deadline - (max_wait or 0.0))
+            raise self._too_long(slot[0], now, max_wait, waited)
         return slot
 
     def _estimate(self, now: float, rank: int) -> float:
@@ -698,15 +703,16 @@ class RedisRateLimiter:
         base = max(self._horizon, self._paused_until, self._retry_at, now)
         return base + (ahead // self._limit()) * self._rate_limit.period
 
-    def _too_long(self, estimate: float, now: float, max_wait: float | None) -> RateLimitError:
-        wait = max(estimate - now, 0.0)
-        return RateLimitError(
-            f"the shared rate limit of business {self._business!r} allows the next request "
-            f"in about {wait:.1f}s, longer than max_wait={max_wait:g}s",
-            status=429,
-            code="max_wait_exceeded",
-            retry_after=wait,
+    def _too_long(
+        self, estimate: float, now: float, max_wait: float | None, waited: float
+    ) -> RateLimitError:
+        return max_wait_refusal(
+            self._business,
+            wait=estimate - now,
+            max_wait=max_wait,
+            waited=waited if waited > 0.001 else 0.0,
             retry_at=estimate,
+            shared=True,
         )
 
     def _pop_waiter(self) -> _Waiter | None:
@@ -871,12 +877,17 @@ class RedisRateLimiter:
         try:
             ticket = await gate.acquire(priority=priority, max_wait=remaining)
         except RateLimitError as exc:
-            if exc.code == "max_wait_exceeded" and max_wait is not None:
-                exc.args = (
-                    f"the rate limit of business {self._business!r} allows the next request "
-                    f"in about {exc.retry_after or 0.0:.1f}s, longer than max_wait={max_wait:g}s",
-                )
-                exc.message = exc.args[0]
+            if exc.code == "max_wait_exceeded" and max_wait is not None and deadline is not None:
+                # Refused against what was left of the caller's max_wait: report the whole.
+                now = self._loop.time()
+                waited = now - (deadline - max_wait)
+                raise max_wait_refusal(
+                    self._business,
+                    wait=exc.retry_after or 0.0,
+                    max_wait=max_wait,
+                    waited=waited if waited > 0.001 else 0.0,
+                    retry_at=exc.retry_at if exc.retry_at is not None else now,
+                ) from None
             raise
         self._local_tickets.add(id(ticket))
         weakref.finalize(ticket, self._local_tickets.discard, id(ticket))
