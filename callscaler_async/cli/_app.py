@@ -445,6 +445,11 @@ def sandbox(
             await asyncio.Event().wait()
         finally:
             await fake.close()
+            stats = fake.stats
+            click.echo(
+                f"sandbox served {stats.requests:,} requests, {stats.rate_limited:,} answered 429",
+                err=True,
+            )
 
     try:
         asyncio.run(go())

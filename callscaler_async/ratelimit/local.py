@@ -124,6 +124,7 @@ class BusinessRateGate:
         self._stagger_until = 0.0
         self._restart_pacer: AsyncLimiter | None = None
         self._foreign_watch = ForeignShareWatch(name, rate_limit.period)
+        self._share = rate_limit.requests
         self.requests_admitted = 0
 
     # ------------------------------------------------------------------ basics
@@ -307,6 +308,13 @@ class BusinessRateGate:
             return
         now = loop.time()
         reading = parse_rate_headers(headers) if headers else None
+        if reading is not None and reading.limit is not None and reading.limit > self._share:
+            # A share of the business's budget (CALLSCALER_WORKERS, a rate_limit divided by
+            # hand): the server's Remaining and Reset count the other shares' requests too.
+            # Read as ours they would let this process spend its neighbours' budget (all of
+            # them the same Remaining at once) and hold their spending against ours. The
+            # sliding ledger of the share alone keeps every window within the sum of shares.
+            reading = reading._replace(remaining=None, reset_unix=None)
         state = self._state
         was_paused_until = state.paused_until
         if status == 429:
