@@ -151,9 +151,9 @@ class AppServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 raise RuntimeError(f"the app exited with {self._proc.returncode}:\n{self.log()}")
-            if self.log().count("Application startup complete") - before >= self.workers:
-                if self._healthy():
-                    return self
+            started = self.log().count("Application startup complete") - before
+            if started >= self.workers and self._healthy():
+                return self
             time.sleep(0.05)
         raise RuntimeError(f"the app did not start within {timeout}s:\n{self.log()}")
 
