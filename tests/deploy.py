@@ -143,9 +143,11 @@ class AppServer:
     def start(self, timeout: float = 60.0) -> AppServer:
         """Start and wait until every worker has finished its startup."""
         before = self.log().count("Application startup complete")
+        # A session of its own: kill_all() can reach the workers too (by the group's id).
         self._proc = subprocess.Popen(
-            self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+            self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
         self._starts += 1
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -174,6 +176,14 @@ class AppServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+    def kill_all(self) -> None:
+        """SIGKILL the server and every worker at once: a crash, no goodbye from anyone."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
     def log(self) -> str:
         return Path(self._log.name).read_text(errors="replace")
@@ -214,7 +224,8 @@ async def drive(
     """Send ``n`` requests from ``concurrency`` clients, each on a new connection.
 
     A refused connection (the app between a stop and its restart) is retried after 20 ms,
-    from the request's original start: its latency includes the restart.
+    from the request's original start: its latency includes the restart. A connection cut
+    off without an answer is recorded as status 0.
     """
     result = out if out is not None else Drive()
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -239,9 +250,14 @@ async def drive(
                             result.results.append((response.status, started, loop.time()))
                             result.retry_after.append(response.headers.get("Retry-After"))
                             break
-                    except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError):
+                    except aiohttp.ClientConnectorError:
                         result.refused += 1
                         await asyncio.sleep(0.02)
+                    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                        # Accepted, then cut off without an answer (the server was killed).
+                        result.results.append((0, started, loop.time()))
+                        result.retry_after.append(None)
+                        break
 
         await asyncio.gather(*(client() for _ in range(concurrency)))
     return result

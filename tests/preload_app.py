@@ -11,11 +11,17 @@ from typing import Annotated
 from fastapi import Depends, FastAPI
 
 import callscaler_async as cs
-from callscaler_async.contrib.fastapi import CallScalerClients, add_error_handlers
+from callscaler_async.contrib.fastapi import (
+    CallScalerClients,
+    add_error_handlers,
+    parse_rate_limit,
+)
 from callscaler_async.ratelimit.redis import RedisRateLimiter
 
 limiter = RedisRateLimiter(
-    os.environ["CALLSCALER_REDIS_URL"], business="preload", rate_limit=cs.RateLimit(20, 2.0)
+    os.environ["CALLSCALER_REDIS_URL"],
+    business="preload",
+    rate_limit=parse_rate_limit(os.environ.get("CALLSCALER_RATE_LIMIT", "20/2s")),
 )
 clients = CallScalerClients()
 clients.add("main", rate_limiter=limiter, max_wait=30.0)

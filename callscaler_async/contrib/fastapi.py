@@ -96,7 +96,10 @@ class CallScalerClients:
     ``add(name, **kwargs)`` takes the arguments of ``CallScaler`` (``api_key``,
     ``base_url``, ``rate_limit``, hooks, ...); the client is built when the app starts, so
     it binds to the server's event loop, and closed when the app stops. The first business
-    added is the default one (``client``).
+    added is the default one (``client``). The deployment settings (``CALLSCALER_REDIS_URL``,
+    ``CALLSCALER_WORKERS``, ``CALLSCALER_RATE_LIMIT``, ``CALLSCALER_RATE_PERIOD``, see the
+    module's docstring) are read from ``environ`` (default: ``os.environ``) when the clients
+    open, in the serving process.
     """
 
     def __init__(self, *, environ: Mapping[str, str] | None = None) -> None:
