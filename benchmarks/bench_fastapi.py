@@ -17,7 +17,8 @@ Restart rows: after a third of the answers the app is stopped, then started agai
 ``graceful`` is SIGTERM (every worker closes its clients: the Redis limiter says goodbye),
 ``crash`` is SIGKILL to the server and all its workers (no goodbye: their leases run out,
 ``liveness_timeout``, 1 s at these periods). ``after ready`` is the time from the new
-workers' readiness to the first answer 200; ``budget needed`` is what the ledger itself
+workers' readiness to the first answer 200 (``down``: from the stop to that readiness);
+``budget needed`` is what the ledger itself
 required at that instant (the answers of the last period: a fresh process would wait as
 long). Targets: with Redis or a static share, 0 429s and p95 within 10% of one worker's;
 after a graceful restart, ``after ready`` within 1 s of ``budget needed``.
@@ -106,12 +107,14 @@ def scenario(
         if restart is not None:
             while len(progress.results) < args.requests // 3:
                 await asyncio.sleep(0.02)
+            stopping = time.monotonic()
             if restart == "graceful":
                 await asyncio.to_thread(server_.stop, signal.SIGTERM)
             else:
                 await asyncio.to_thread(server_.kill_all)
             await asyncio.to_thread(server_.start)
             ready = time.monotonic()
+            extra["down"] = f"{ready - stopping:.1f}s"
             if inspector is not None:
                 extra["budget needed"] = f"{ledger_wait(inspector, 'main', args.limit):.2f}s"
             await load
