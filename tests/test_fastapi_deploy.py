@@ -135,8 +135,8 @@ def test_a_restart_under_load_gets_the_budget_back_at_once(
 ) -> None:
     """SIGTERM mid-run, start again at once: nothing of the old workers' stays in Redis
     beyond their answers, and the new workers serve the rest with no 429 and no refusal
-    (max_wait 6 s: slots held until the in-flight timeout, 60 s, would refuse them all)."""
-    env = app_env(sandbox, CALLSCALER_REDIS_URL=redis_server.url, CALLSCALER_MAX_WAIT="6")
+    (max_wait 15 s: slots held until the in-flight timeout, 60 s, would refuse them all)."""
+    env = app_env(sandbox, CALLSCALER_REDIS_URL=redis_server.url, CALLSCALER_MAX_WAIT="15")
     app = AppServer(env=env)
     inspector = redis.Redis.from_url(redis_server.url)
     total = 100

@@ -34,6 +34,7 @@ def make_app(**client_kwargs: Any) -> FastAPI:
     clients = CallScalerClients(environ={})
     clients.add("main", **client_kwargs)
     app = FastAPI(lifespan=clients.lifespan)
+    app.state.clients = clients
     add_error_handlers(app)
 
     @app.get("/calls")
@@ -165,7 +166,10 @@ async def test_a_gate_wait_cut_off_by_shutdown_is_a_clean_503(
     async with serve(app, graceful=0.5) as (url, server):
         assert (await get(url)).status_code == 200
         waiting = asyncio.create_task(get(url))
-        await asyncio.sleep(0.3)  # queued at the gate
+        client = app.state.clients.get()
+        async with asyncio.timeout(10):
+            while client.rate_limit is None or client.rate_limit.waiting == 0:
+                await asyncio.sleep(0.01)  # until it queues at the gate
         assert not waiting.done()
         server.should_exit = True
         async with asyncio.timeout(10):

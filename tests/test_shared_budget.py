@@ -4,6 +4,7 @@ spent by other processes of the app."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 import callscaler_async as cs
@@ -218,8 +220,9 @@ async def test_a_graceful_close_releases_requests_cut_off_in_flight(
         staying.complete(ticket, status=200, headers={})
     finally:
         await staying.aclose()
-    # Held as answered at the goodbye: one period, not the 60 s in-flight timeout.
-    assert PERIOD - 0.05 <= waited <= PERIOD + 0.5, waited
+    # Held as answered at the goodbye: one period, not the 60 s in-flight timeout (the slack
+    # is for a busy machine; the contrast is 60 s).
+    assert PERIOD - 0.05 <= waited <= PERIOD + 2.0, waited
 
 
 HOLDER = textwrap.dedent(
@@ -262,8 +265,9 @@ async def test_a_killed_process_holds_its_slots_only_until_its_lease_ends(
         alive.complete(ticket, status=200, headers={})
     finally:
         await alive.aclose()
-    # The lease ended at most `lease` after the kill; then one period: not 60 s + a period.
-    assert waited <= lease + PERIOD + 0.5, waited
+    # The lease ended at most `lease` after the kill; then one period: not 60 s + a period
+    # (the slack is for a busy machine).
+    assert waited <= lease + PERIOD + 2.0, waited
 
 
 # ------------------------------------------------------------------ max_wait refusal
@@ -311,3 +315,53 @@ def test_a_steady_foreign_share_warns_once(caplog: pytest.LogCaptureFixture) -> 
     text = caplog.records[0].getMessage()
     assert "several processes of this app" in text
     assert "CALLSCALER_REDIS_URL" in text and "CALLSCALER_WORKERS=N" in text
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def test_cli_commands_share_the_budget_through_redis(redis_server: RedisServer) -> None:
+    from click.testing import CliRunner
+
+    from callscaler_async.cli import main
+    from callscaler_async.ratelimit import business_key
+    from tests.test_cli import ThreadedFake
+
+    with ThreadedFake(calls=50, seed=3, rate_limit=10_000, period=60.0) as fake:
+        env = {
+            "CALLSCALER_API_KEY": fake.api_key,
+            "CALLSCALER_BASE_URL": fake.base_url,
+            "CALLSCALER_REDIS_URL": redis_server.url,
+        }
+        result = CliRunner().invoke(main, ["numbers", "list", "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        business = business_key(fake.api_key)
+    inspector = redis.Redis.from_url(redis_server.url)
+    try:  # paced through the ledger, then closed: its answers reported, its lease ended
+        assert inspector.zcard(f"callscaler:rl:{{{business}}}:rel") >= 1
+        assert inspector.zcard(f"callscaler:rl:{{{business}}}:fly") == 0
+        assert inspector.zcard(f"callscaler:rl:{{{business}}}:live") == 0
+    finally:
+        inspector.close()
+
+
+# --------------------------------------------------------------------- a static share
+
+
+@pytest.mark.looptime
+async def test_a_share_paces_by_its_own_ledger_not_the_servers_remaining() -> None:
+    """Limit 2 of a server's 10: Remaining 8 is the other shares' budget too, not ours."""
+    gate = BusinessRateGate(RateLimit(2, 60.0), name="share")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for remaining in (9, 8):
+        ticket = await gate.acquire()
+        gate.complete(ticket, status=200, headers={
+            "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": str(remaining),
+        })  # fmt: skip
+    third = await gate.acquire()
+    assert loop.time() - t0 >= 60.0  # waited for its own first slot, not the server's 8
+    gate.complete(third, status=200, headers={})
+    snapshot = gate.snapshot()
+    assert (snapshot.limit, snapshot.remaining) == (10, 8)  # the server's word, still shown
+    assert snapshot.foreign == 0  # the other shares' requests are not held against ours

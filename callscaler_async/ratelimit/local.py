@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from .. import _loops
 from .._errors import RateLimitError
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
-from ._state import GateState, Ticket, parse_rate_headers
+from ._state import GateState, HeaderReading, Ticket, parse_rate_headers
 
 if TYPE_CHECKING:
     # Imported where a pause begins: aiolimiter's __init__ reads its own version through
@@ -125,6 +125,7 @@ class BusinessRateGate:
         self._restart_pacer: AsyncLimiter | None = None
         self._foreign_watch = ForeignShareWatch(name, rate_limit.period)
         self._share = rate_limit.requests
+        self._server_view: HeaderReading | None = None  # latest headers, when a share
         self.requests_admitted = 0
 
     # ------------------------------------------------------------------ basics
@@ -314,6 +315,7 @@ class BusinessRateGate:
             # Read as ours they would let this process spend its neighbours' budget (all of
             # them the same Remaining at once) and hold their spending against ours. The
             # sliding ledger of the share alone keeps every window within the sum of shares.
+            self._server_view = reading  # still shown by snapshot(): the server's word
             reading = reading._replace(remaining=None, reset_unix=None)
         state = self._state
         was_paused_until = state.paused_until
@@ -361,14 +363,14 @@ class BusinessRateGate:
         paused = None
         if loop is not None and state.paused_until > loop.time():
             paused = to_datetime(state.paused_until)
-        reset = (
-            dt.datetime.fromtimestamp(state.reset_unix, tz=dt.UTC)
-            if state.reset_unix is not None
-            else None
-        )
+        limit, remaining, reset_unix = state.server_limit, state.remaining, state.reset_unix
+        view = self._server_view
+        if view is not None:
+            limit, remaining, reset_unix = view.limit, view.remaining, view.reset_unix
+        reset = dt.datetime.fromtimestamp(reset_unix, tz=dt.UTC) if reset_unix is not None else None
         return RateLimitSnapshot(
-            limit=state.server_limit,
-            remaining=state.remaining,
+            limit=limit,
+            remaining=remaining,
             reset_at=reset,
             paused_until=paused,
             waiting=self._waiting,
@@ -394,10 +396,11 @@ class ForeignShareWatch:
     logged only at INFO. The usual cause is several processes of one app (``uvicorn
     --workers``, gunicorn) each pacing the same key alone.
 
-    Steadily: every answer for more than ``2.5`` periods showed a foreign share. One sighting
-    is held for at most a period (three after a 429), and a process restarted while its
-    predecessor's requests were still counted sees them for at most one period more: neither
-    reaches it.
+    Steadily: every answer for more than ``2.5`` periods showed a foreign share. A sighting
+    is held for a period, and a process restarted while its predecessor's requests were still
+    counted sees them for at most one period (they age out), so a restart shows a foreign
+    share for at most two periods and does not warn. After a 429 a sighting is held for three
+    periods: then someone else did spend the budget, and the warning is due.
     """
 
     __slots__ = ("_name", "_period", "_seen", "since", "warned")
