@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp
 import attrs
@@ -35,12 +35,16 @@ from .ratelimit._config import priority_rank
 from .resources import Account, Analytics, CallFlows, Calls, Numbers
 from .resources._base import Resource
 
+if TYPE_CHECKING:
+    from .ratelimit.redis import RedisRateLimiter
+
 __all__ = ["DEFAULT_BASE_URL", "CallScaler", "RawResponseView"]
 
 T = TypeVar("T")
 
 DEFAULT_BASE_URL: Final = "https://callscaler.com/api/v1/"
 DEFAULT_MAX_RESPONSE_BYTES: Final = 32 * 1024 * 1024
+DEFAULT_RATE_LIMIT: Final = RateLimit(requests=60, period=60.0)
 _UNSET: Any = object()
 
 
@@ -64,7 +68,12 @@ class CallScaler:
 
     Every request passes the business's rate gate (``rate_limit``, 60 per minute by default,
     shared by all clients of the same ``business`` in the process, or across processes with
-    ``rate_limiter=cs.RedisRateLimiter(...)``).
+    ``rate_limiter="redis://..."`` or ``rate_limiter=cs.RedisRateLimiter(...)``).
+
+    Ownership, as with ``session``: a limiter the client built from a Redis URL is closed by
+    ``aclose()`` (its slots in Redis are released at once); a limiter object passed in is left
+    open for its owner. Given a limiter object, ``rate_limit`` may be omitted (the limiter's
+    is used) or must equal the limiter's: a different one is an error, never ignored.
 
     Failed requests are retried as ``retry=`` says (a ``RetryPolicy``; the default retries
     idempotent requests after connection errors and 5xx, 3 times with backoff and jitter);
@@ -76,13 +85,13 @@ class CallScaler:
         api_key: str | None = None,
         *,
         base_url: str | None = None,
-        rate_limit: RateLimit = RateLimit(requests=60, period=60.0),  # noqa: B008
+        rate_limit: RateLimit | None = None,
         max_retries: int | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
         session: aiohttp.ClientSession | None = None,
         business: str | None = None,
-        rate_limiter: RateGate | None = None,
+        rate_limiter: RateGate | str | None = None,
         priority: Priority = "normal",
         max_wait: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
@@ -114,7 +123,7 @@ class CallScaler:
                 f"refusing to send the API key over plain http to {parsed.host}; use https, "
                 "or pass allow_insecure_http=True if you really mean it"
             )
-        if not isinstance(rate_limit, RateLimit):
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise TypeError(f"rate_limit must be a RateLimit, got {rate_limit!r}")
         retry_policy = _retry_policy(DEFAULT_RETRY if retry is None else retry, max_retries)
         _check_timeout(timeout)
@@ -129,14 +138,32 @@ class CallScaler:
             raise TypeError(f"session must be an aiohttp.ClientSession, got {session!r}")
 
         self._key_prefix = key_prefix(key)
-        self.business = business or (rate_limiter.name if rate_limiter else business_key(key))
-        self._rate_limit_config = rate_limiter.rate_limit if rate_limiter else rate_limit
+        # A limiter built here from a URL is ours to close; one passed in is its owner's.
+        self._own_limiter: RedisRateLimiter | None = None
+        if isinstance(rate_limiter, str):
+            self.business = business or business_key(key)
+            rate_limiter = self._own_limiter = _redis_limiter(
+                rate_limiter, self.business, rate_limit or DEFAULT_RATE_LIMIT
+            )
+        elif rate_limiter is not None:
+            if rate_limit is not None and rate_limit != rate_limiter.rate_limit:
+                raise ValueError(
+                    f"rate_limit={rate_limit} differs from the rate_limiter's "
+                    f"{rate_limiter.rate_limit}: the limiter decides the budget; pass "
+                    "rate_limit only with the same value, or build the limiter with it"
+                )
+            self.business = business or rate_limiter.name
+        else:
+            self.business = business or business_key(key)
+        limit = rate_limiter.rate_limit if rate_limiter else rate_limit or DEFAULT_RATE_LIMIT
+        self._rate_limit_config = limit
         business_name = self.business
+        given = rate_limiter
 
         def make_gate() -> RateGate:
-            if rate_limiter is not None:
-                return rate_limiter
-            return gate_for(business_name, rate_limit)
+            if given is not None:
+                return given
+            return gate_for(business_name, limit)
 
         hooks = Hooks()
         for target, hook in (
@@ -226,9 +253,15 @@ class CallScaler:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the session this client created (an injected ``session=`` stays open)."""
+        """Close the session and the Redis limiter this client created (an injected
+        ``session=`` or ``rate_limiter=`` object stays open for its owner)."""
         if self._root:
-            await self._transport.aclose()
+            try:
+                await self._transport.aclose()
+            finally:
+                limiter, self._own_limiter = self._own_limiter, None
+                if limiter is not None:
+                    await limiter.aclose()
 
     @property
     def closed(self) -> bool:
@@ -371,6 +404,18 @@ def _retry_policy(retry: RetryPolicy, max_retries: int | None) -> RetryPolicy:
     if max_retries == retry.max_retries:
         return retry
     return attrs.evolve(retry, max_retries=max_retries)
+
+
+def _redis_limiter(url: str, business: str, rate_limit: RateLimit) -> RedisRateLimiter:
+    """The shared limiter a client builds (and owns) from ``rate_limiter="redis://..."``."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(
+            "rate_limiter must be a RateGate or a redis:// (rediss://, unix://) URL, got "
+            f"a string starting {url.split(':', 1)[0]!r}"
+        )
+    from .ratelimit.redis import RedisRateLimiter
+
+    return RedisRateLimiter(url, business=business, rate_limit=rate_limit)
 
 
 def _check_timeout(timeout: float) -> None:

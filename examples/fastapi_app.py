@@ -7,13 +7,23 @@ Run against the sandbox (``callscaler sandbox`` prints a key and a base URL)::
     export CALLSCALER_WEBHOOK_SECRET=a-long-random-shared-secret
     uvicorn examples.fastapi_app:app
 
-Environment: ``CALLSCALER_RATE_LIMIT`` (requests per minute for the business, default 60,
-the API's limit); ``CALLSCALER_WEBHOOK_SECRET`` (the value CallScaler sends in the
-``X-CallScaler-Secret`` custom header; without it the webhook route is not mounted).
+Environment (read when each worker starts):
+
+* ``CALLSCALER_RATE_LIMIT``: the business's budget, ``60`` (per ``CALLSCALER_RATE_PERIOD``
+  seconds, default 60) or a spec like ``"60/60s"``; the API's is 60 per minute.
+* ``CALLSCALER_REDIS_URL``: with several workers, the one setting that makes them share one
+  budget (``uvicorn examples.fastapi_app:app --workers 4 --timeout-graceful-shutdown 35``).
+  Without Redis, ``CALLSCALER_WORKERS=4`` gives each worker a quarter of the budget instead.
+* ``CALLSCALER_MAX_WAIT``: seconds a request may wait for the budget before it answers 503
+  with ``Retry-After`` (default 30; keep the server's graceful-shutdown timeout above it).
+* ``CALLSCALER_WEBHOOK_SECRET``: the value CallScaler sends in the ``X-CallScaler-Secret``
+  custom header; without it the webhook route is not mounted.
 
 One client serves every request (opened in the lifespan, closed at shutdown): every request
 shares its connection pool and the business's rate gate. A request that must wait for the
-rate limit waits without blocking the others.
+rate limit waits without blocking the others. Failures answer as
+``callscaler_async.contrib.fastapi.error_response`` says: 503 + ``Retry-After`` when the
+budget is spent, 503 when Redis is down, 502 when the API fails, 504 when it times out.
 """
 
 from __future__ import annotations
@@ -28,23 +38,25 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, HTTPException, Query
 
 import callscaler_async as cs
-from callscaler_async.contrib.fastapi import CallScalerClients, webhook_router
+from callscaler_async.contrib.fastapi import (
+    CallScalerClients,
+    add_error_handlers,
+    webhook_router,
+)
 from callscaler_async.webhooks import WebhookEvent
 
 logger = logging.getLogger("callscaler_example")
 
-clients = CallScalerClients()
+clients = CallScalerClients()  # budget, Redis, static share: from the environment
 clients.add(
     "main",
-    rate_limit=cs.RateLimit(
-        requests=int(os.environ.get("CALLSCALER_RATE_LIMIT", "60")), period=60.0
-    ),
     # A web request should not queue for minutes behind a busy budget: fail fast instead.
     max_wait=float(os.environ.get("CALLSCALER_MAX_WAIT", "30")),
 )
 Client = Annotated[cs.CallScaler, Depends(clients.client)]
 
 app = FastAPI(title="CallScaler example", lifespan=clients.lifespan)
+add_error_handlers(app)
 
 # The last webhook events received (a real service would write them to its database).
 recent_events: deque[dict[str, Any]] = deque(maxlen=100)
@@ -61,15 +73,6 @@ def call_summary(call: cs.Call) -> dict[str, Any]:
         "source": call.source,
         "cost": str(call.cost) if call.cost is not None else None,
     }
-
-
-@app.exception_handler(cs.APIStatusError)
-async def api_error(_request: Any, exc: cs.APIStatusError) -> Any:
-    from fastapi.responses import JSONResponse
-
-    # Upstream problems are a 502 for our callers; the API's message says what happened.
-    status = 504 if isinstance(exc, cs.RateLimitError) else 502
-    return JSONResponse({"error": exc.message, "upstream_status": exc.status}, status_code=status)
 
 
 @app.get("/healthz")

@@ -270,7 +270,7 @@ async def test_fixed_window(session) -> None:
         assert {int(r[2]["X-RateLimit-Reset"]) for r in res} == {int(ANCHOR) + 3}
         _, body, headers = res[5]
         assert body["error"] == "rate_limit_exceeded" and body["retry_after"] == 3
-        assert headers["Retry-After"] == "3" and "Limit: 5/min" in body["message"]
+        assert headers["Retry-After"] == "3" and "Limit: 5 per 3s" in body["message"]
         # revoked keys and 429s consumed nothing; another business has its own budget
         assert (await call(session, fk, "GET", "calls", key=fk.revoked_key))[0] == 401
         assert (await _burst(session, fk, 1, key=fk.other_business_key))[0][0] == 200

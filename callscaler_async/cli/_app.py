@@ -90,9 +90,16 @@ class _State:
         return key
 
     def client(self, **kwargs: Any) -> CallScaler:
+        import os
+
+        # Several commands (or an app) on one key share its budget through Redis, as the
+        # FastAPI integration does: the client builds the limiter and closes it.
+        redis_url = os.environ.get("CALLSCALER_REDIS_URL", "").strip()
+        if redis_url:
+            kwargs.setdefault("rate_limiter", redis_url)
         try:
             return CallScaler(self.api_key(), base_url=self.base_url, **kwargs)
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:
             raise click.UsageError(self.scrub(str(exc))) from None
 
     def scrub(self, text: str) -> str:
@@ -652,6 +659,11 @@ def sandbox(
             await asyncio.Event().wait()
         finally:
             await fake.close()
+            stats = fake.stats
+            click.echo(
+                f"sandbox served {stats.requests:,} requests, {stats.rate_limited:,} answered 429",
+                err=True,
+            )
 
     try:
         asyncio.run(go())

@@ -30,14 +30,14 @@ from typing import TYPE_CHECKING
 from .. import _loops
 from .._errors import RateLimitError
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
-from ._state import GateState, Ticket, parse_rate_headers
+from ._state import GateState, HeaderReading, Ticket, parse_rate_headers
 
 if TYPE_CHECKING:
     # Imported where a pause begins: aiolimiter's __init__ reads its own version through
     # importlib.metadata (~7 ms at import), and most processes never see a 429.
     from aiolimiter import AsyncLimiter
 
-__all__ = ["BusinessRateGate", "business_key", "gate_for"]
+__all__ = ["BusinessRateGate", "business_key", "gate_for", "max_wait_refusal"]
 
 logger = logging.getLogger("callscaler_async.ratelimit")
 
@@ -46,6 +46,44 @@ def business_key(api_key: str) -> str:
     """A stable, secret-free name for the business behind a key (when none is given)."""
     digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
     return f"key-{digest}"
+
+
+def max_wait_refusal(
+    business: str,
+    *,
+    wait: float,
+    max_wait: float | None,
+    waited: float,
+    retry_at: float,
+    shared: bool = False,
+) -> RateLimitError:
+    """The local refusal of a request that would wait longer than ``max_wait`` at the gate.
+
+    No request was sent, so the message says so (it is not the API's 429). ``wait`` is how
+    much longer from now the next slot is expected, ``waited`` how long this request had
+    already queued: refused up front (``waited`` 0) the wait exceeds ``max_wait``; refused at
+    the deadline, the wait so far is ``max_wait`` and ``wait`` comes on top of it.
+    """
+    wait = max(wait, 0.0)
+    gate = "shared rate gate" if shared else "rate gate"
+    limit = f"max_wait={max_wait:g}s" if max_wait is not None else "max_wait"
+    if waited > 0:
+        detail = (
+            f"waited {waited:.1f}s ({limit}) at the {gate} of business {business!r} and the "
+            f"next slot is expected in about {wait:.1f}s more"
+        )
+    else:
+        detail = (
+            f"the {gate} of business {business!r} expects the next slot in about {wait:.1f}s, "
+            f"longer than {limit}"
+        )
+    return RateLimitError(
+        f"refused locally, no request sent to the API: {detail}",
+        status=429,
+        code="max_wait_exceeded",
+        retry_after=wait,
+        retry_at=retry_at,
+    )
 
 
 class BusinessRateGate:
@@ -85,6 +123,9 @@ class BusinessRateGate:
         )
         self._stagger_until = 0.0
         self._restart_pacer: AsyncLimiter | None = None
+        self._foreign_watch = ForeignShareWatch(name, rate_limit.period)
+        self._share = rate_limit.requests
+        self._server_view: HeaderReading | None = None  # latest headers, when a share
         self.requests_admitted = 0
 
     # ------------------------------------------------------------------ basics
@@ -156,7 +197,7 @@ class BusinessRateGate:
         if max_wait is not None:
             estimate = self._estimate_ready(now, rank)
             if estimate is not None and estimate - now > max_wait:
-                raise self._too_long(estimate, now, max_wait)
+                raise self._too_long(estimate, now, max_wait, waited=0.0)
         fut: asyncio.Future[Ticket] = loop.create_future()
         heapq.heappush(self._heap, (rank, next(self._order), fut))
         self._waiting += 1
@@ -180,7 +221,7 @@ class BusinessRateGate:
                 except TimeoutError:
                     now = loop.time()
                     estimate = self._estimate_ready(now, rank) or now + self._rate_limit.period
-                    raise self._too_long(estimate, now, max_wait) from None
+                    raise self._too_long(estimate, now, max_wait, waited=max_wait) from None
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # Admitted in the same instant we were cancelled: hand the slot back.
@@ -204,15 +245,11 @@ class BusinessRateGate:
         ahead = sum(1 for r, _, f in self._heap if r <= rank and not f.done())
         return ready + (ahead // self._state.limit) * self._rate_limit.period
 
-    def _too_long(self, estimate: float, now: float, max_wait: float) -> RateLimitError:
-        wait = max(estimate - now, 0.0)
-        return RateLimitError(
-            f"the rate limit of business {self._name!r} allows the next request in about "
-            f"{wait:.1f}s, longer than max_wait={max_wait:g}s",
-            status=429,
-            code="max_wait_exceeded",
-            retry_after=wait,
-            retry_at=estimate,
+    def _too_long(
+        self, estimate: float, now: float, max_wait: float, *, waited: float
+    ) -> RateLimitError:
+        return max_wait_refusal(
+            self._name, wait=estimate - now, max_wait=max_wait, waited=waited, retry_at=estimate
         )
 
     def _pump(self) -> None:
@@ -272,6 +309,14 @@ class BusinessRateGate:
             return
         now = loop.time()
         reading = parse_rate_headers(headers) if headers else None
+        if reading is not None and reading.limit is not None and reading.limit > self._share:
+            # A share of the business's budget (CALLSCALER_WORKERS, a rate_limit divided by
+            # hand): the server's Remaining and Reset count the other shares' requests too.
+            # Read as ours they would let this process spend its neighbours' budget (all of
+            # them the same Remaining at once) and hold their spending against ours. The
+            # sliding ledger of the share alone keeps every window within the sum of shares.
+            self._server_view = reading  # still shown by snapshot(): the server's word
+            reading = reading._replace(remaining=None, reset_unix=None)
         state = self._state
         was_paused_until = state.paused_until
         if status == 429:
@@ -280,6 +325,8 @@ class BusinessRateGate:
         paused = state.complete(ticket, now, self._unix_at(now), reading, status, retry_after)
         if paused is not None and paused > was_paused_until:
             self._begin_pause(now, paused)
+        if state.foreign or self._foreign_watch.since is not None:
+            self._foreign_watch.observe(now, state.foreign)
         if self._heap:
             self._pump()
 
@@ -316,14 +363,14 @@ class BusinessRateGate:
         paused = None
         if loop is not None and state.paused_until > loop.time():
             paused = to_datetime(state.paused_until)
-        reset = (
-            dt.datetime.fromtimestamp(state.reset_unix, tz=dt.UTC)
-            if state.reset_unix is not None
-            else None
-        )
+        limit, remaining, reset_unix = state.server_limit, state.remaining, state.reset_unix
+        view = self._server_view
+        if view is not None:
+            limit, remaining, reset_unix = view.limit, view.remaining, view.reset_unix
+        reset = dt.datetime.fromtimestamp(reset_unix, tz=dt.UTC) if reset_unix is not None else None
         return RateLimitSnapshot(
-            limit=state.server_limit,
-            remaining=state.remaining,
+            limit=limit,
+            remaining=remaining,
             reset_at=reset,
             paused_until=paused,
             waiting=self._waiting,
@@ -337,6 +384,56 @@ class BusinessRateGate:
         return (
             f"BusinessRateGate(name={self._name!r}, requests={self._rate_limit.requests}, "
             f"period={self._rate_limit.period})"
+        )
+
+
+class ForeignShareWatch:
+    """Says once, at WARNING, that someone else keeps spending this business's budget.
+
+    The gate's state measures the foreign share (what the server counts beyond our own
+    requests) and holds it as occupied, so the gate stays safe by itself; but each process
+    then waits for the others' requests and they all earn 429s at the edges, which are
+    logged only at INFO. The usual cause is several processes of one app (``uvicorn
+    --workers``, gunicorn) each pacing the same key alone.
+
+    Steadily: every answer for more than ``2.5`` periods showed a foreign share. A sighting
+    is held for a period, and a process restarted while its predecessor's requests were still
+    counted sees them for at most one period (they age out), so a restart shows a foreign
+    share for at most two periods and does not warn. After a 429 a sighting is held for three
+    periods: then someone else did spend the budget, and the warning is due.
+    """
+
+    __slots__ = ("_name", "_period", "_seen", "since", "warned")
+
+    def __init__(self, name: str, period: float) -> None:
+        self._name = name
+        self._period = period
+        self.since: float | None = None  # loop time of the first answer of the current run
+        self._seen = 0  # answers of the current run
+        self.warned = False
+
+    def observe(self, now: float, foreign: int) -> None:
+        if not foreign:
+            self.since = None
+            self._seen = 0
+            return
+        if self.since is None:
+            self.since = now
+        self._seen += 1
+        if self.warned or self._seen < 3 or now - self.since < 2.5 * self._period:
+            return
+        self.warned = True
+        logger.warning(
+            "rate gate %s: for %.0fs the API has counted requests of this business that were "
+            "not sent by this process (%d in the latest answer): likely several processes of "
+            "this app (uvicorn or gunicorn --workers) each pacing the budget alone, so they "
+            "wait for each other and earn 429s. Share one budget through Redis "
+            "(CALLSCALER_REDIS_URL with CallScalerClients, or rate_limiter='redis://...'), "
+            "or give each process a static share (CALLSCALER_WORKERS=N, or a rate_limit "
+            "divided by N)",
+            self._name,
+            now - self.since,
+            foreign,
         )
 
 

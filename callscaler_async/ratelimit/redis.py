@@ -49,9 +49,11 @@ reserves ``k = min(waiting, limit)`` slots per call and hands them out in priori
 (``high`` > ``normal`` > ``low``, first come first served within a priority); it reserves the
 next batch only shortly before the current one is used up, so a process never hoards the
 future and a late ``high`` request still goes before queued ``low`` ones at the next batch.
-Answers are reported with the next reservation, or at the latest three quarters of a period
+Answers are reported with the next reservation, or at the latest a twentieth of a period
 after the first unreported answer (one call for all of them): the release time is the
-answer's, not the report's, and is known before anyone could use it. A cancelled waiter
+answer's, not the report's, but until it is reported the entry sits in ``fly``, where it
+blocks every other process's reservations (no time can be promised against it), so a process
+gone quiet must not sit on its answers for long. A cancelled waiter
 returns at once and its slot goes to the next local waiter (or is kept briefly for the next
 arrival; unused, it is reported as never sent).
 
@@ -64,6 +66,31 @@ the 429 was reported are still used: at most one batch per process.
 
 Keys expire when the business is idle (``PEXPIRE`` of ``in_flight_timeout`` plus two periods
 plus any pause).
+
+Processes come and go
+---------------------
+Each process holds a *lease* in a fifth set, ``live``: its ledger token scored by the lease's
+end, ``liveness_timeout`` after its latest call or after the latest slot it was given,
+whichever is later (renewed by every call, never shortened but by a goodbye). When a lease
+has run out, the next call of any process treats that token's ``fly`` entries as answered at
+the lease's end (released one period later) and drops its ``want`` registration. So a process
+killed without a goodbye holds the budget at most ``liveness_timeout`` longer than it would
+have by using its slots: with the defaults (``period / 6``, between 1 s and 10 s) 10 s at the
+API's 60 per minute, instead of ``in_flight_timeout`` (60 s) that still bounds entries
+without a lease. Safe because a live process sends nothing after its lease ends: every slot
+is used by ``liveness_timeout / 2`` after its time or given back (a waiter woken later
+reserves again), and a request sent is counted by the server on arrival, well before the
+remaining half of the lease. It does need an event loop that never stalls for longer than
+half the lease with a slot in hand.
+
+``aclose()`` says goodbye: it reports every answer and every slot it will not use (a request
+still in flight is held as answered then), and removes its lease and registration in the same
+call, so a graceful restart leaves nothing in the ledger beyond what the requests themselves
+hold (each answer one period).
+
+The token is drawn when the limiter first binds to an event loop, and again in a child after
+``fork`` (``os.register_at_fork``): a limiter built before the fork (``gunicorn --preload``)
+gives each worker its own identity, Redis connections and queue, never the parent's.
 
 Redis unreachable: with ``fallback="error"`` (default) ``acquire`` raises
 ``RateLimiterUnavailable``; with ``fallback="local"`` a warning is logged once and the process
@@ -83,6 +110,7 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import secrets
 import time
 import urllib.parse
@@ -97,7 +125,7 @@ from .. import _loops
 from .._errors import RateLimitError, RateLimiterUnavailable
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
 from ._state import GateState, Ticket, parse_rate_headers
-from .local import BusinessRateGate
+from .local import BusinessRateGate, max_wait_refusal
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -112,17 +140,19 @@ _US: Final = 1_000_000
 _Slot = tuple[float, str]
 # Handed to queued waiters instead of a slot when the gate switches to the local fallback.
 _USE_LOCAL: Final[_Slot] = (float("-inf"), "")
-# Answers are reported at the latest this many periods after the first unreported one.
-_REPORT_WITHIN: Final = 0.75
+# Answers are reported at the latest this many periods after the first unreported one
+# (with four workers sharing 20 per 4 s, three quarters of a period cost a quarter on p95).
+_REPORT_WITHIN: Final = 0.05
 # An answer time with no bound from our side: the script takes its own clock instead.
 _UNBOUNDED_US: Final = 2**52
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
-# KEYS: fly, rel, pause, want. ARGV: n, limit, period_us, cap_us, ttl_ms, token, first_seq, then
-# (id, answered_us) pairs: answered_us is the answer's time on Redis's clock (an upper bound),
-# 0 for a slot never used. Returns {now, waits..., retry}: retry (microseconds from now) is 0,
-# or when to ask again if fewer than n slots could be promised.
+# KEYS: fly, rel, pause, want, live. ARGV: n, limit, period_us, cap_us, ttl_ms, token, first_seq,
+# lease_us (0: this token leaves), then (id, answered_us) pairs: answered_us is the answer's time
+# on Redis's clock (an upper bound), 0 for a slot never used. Returns {now, waits..., retry}:
+# retry (microseconds from now) is 0, or when to ask again if fewer than n slots could be
+# promised.
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -133,12 +163,37 @@ local cap = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local token = ARGV[6]
 local seq = tonumber(ARGV[7])
-for i = 8, #ARGV - 1, 2 do
+for i = 9, #ARGV - 1, 2 do
   local id = ARGV[i]
   local done = tonumber(ARGV[i + 1])
   if redis.call('ZREM', KEYS[1], id) == 1 and done > 0 then
     if done > now then done = now end
     redis.call('ZADD', KEYS[2], done + period, id)
+  end
+end
+-- Our lease runs until liveness_timeout after this call or after our latest slot, whichever
+-- is later; lease 0 (a goodbye) ends it now, releasing whatever we still hold just below.
+local lease = tonumber(ARGV[8])
+local mine = tonumber(redis.call('ZSCORE', KEYS[5], token) or '0')
+if lease == 0 or mine < now + lease then
+  mine = now + lease
+  redis.call('ZADD', KEYS[5], mine, token)
+end
+local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES')
+if #gone > 0 then
+  -- Processes whose lease ran out: their entries are held as answered at its end.
+  local ended = {}
+  for i = 1, #gone, 2 do
+    ended[gone[i]] = tonumber(gone[i + 1])
+    redis.call('ZREM', KEYS[4], gone[i])
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local at = ended[string.match(id, '^(.*):[^:]*$')]
+    if at then
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZADD', KEYS[2], at + period, id)
+    end
   end
 end
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
@@ -174,6 +229,10 @@ for i = 1, n do
   end
   redis.call('ZADD', KEYS[1], r + cap, token .. ':' .. string.format('%.0f', seq + i - 1))
   out[#out + 1] = r - now
+  if lease > 0 and r + lease > mine then
+    mine = r + lease
+    redis.call('ZADD', KEYS[5], mine, token)
+  end
 end
 if n > 0 then
   if #out > 1 then
@@ -188,6 +247,7 @@ if pause > now then extra = math.floor((pause - now) / 1000) end
 redis.call('PEXPIRE', KEYS[1], ttl + extra)
 redis.call('PEXPIRE', KEYS[2], ttl + extra)
 redis.call('PEXPIRE', KEYS[4], ttl + extra)
+redis.call('PEXPIRE', KEYS[5], ttl + extra)
 return out
 """
 
@@ -260,6 +320,18 @@ class _Waiter:
         self.rank = rank
 
 
+_limiters: weakref.WeakSet[RedisRateLimiter] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for limiter in list(_limiters):
+        limiter._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class RedisRateLimiter:
     """Paces every process of one business through a ledger kept in Redis.
 
@@ -271,7 +343,10 @@ class RedisRateLimiter:
     for the next waiter; safety does not depend on it. ``in_flight_timeout`` (default 60 s):
     a request reserved that long ago and still unanswered is held as if answered then (only
     a process that died mid-request leaves one; the server must count a request within this
-    time of its reservation).
+    time of its reservation). ``liveness_timeout`` (default ``period / 6``, between 1 s and
+    10 s): how much longer than its own requests needed a process that vanished (killed,
+    crashed) holds the budget; half of it must exceed the longest stall of this process's
+    event loop. ``aclose()`` releases this process's slots at once.
 
     >>> async def main() -> None:
     ...     gate = RedisRateLimiter("redis://localhost:6379/0", business="acme")
@@ -291,6 +366,7 @@ class RedisRateLimiter:
         latency_margin: float | None = None,
         in_flight_timeout: float = 60.0,
         client: aioredis.Redis | None = None,
+        liveness_timeout: float | None = None,
     ) -> None:
         if fallback not in ("error", "local"):
             raise ValueError(f"fallback must be 'error' or 'local', got {fallback!r}")
@@ -302,6 +378,14 @@ class RedisRateLimiter:
             raise ValueError(f"latency_margin must be >= 0 seconds, got {latency_margin!r}")
         if not (math.isfinite(in_flight_timeout) and in_flight_timeout > 0):
             raise ValueError(f"in_flight_timeout must be > 0 seconds, got {in_flight_timeout!r}")
+        lease = (
+            liveness_timeout if liveness_timeout is not None else min(10.0, max(1.0, period / 6))
+        )
+        if not (math.isfinite(lease) and lease > 0):
+            raise ValueError(f"liveness_timeout must be > 0 seconds, got {liveness_timeout!r}")
+        self._lease = float(lease)
+        self._lease_us = round(lease * _US)
+        self._last_call = -math.inf  # loop time of our latest answered call to Redis
         self._aioredis = _import_redis()
         self._url = redis_url
         self._safe_url = redact_url(redis_url)
@@ -317,6 +401,7 @@ class RedisRateLimiter:
         self._rel_key = f"{key_prefix}{{{business}}}:rel"
         self._pause_key = f"{key_prefix}{{{business}}}:pause"
         self._want_key = f"{key_prefix}{{{business}}}:want"
+        self._live_key = f"{key_prefix}{{{business}}}:live"
         self._own_client = client is None
         self._client: aioredis.Redis | None = client
         self._reserve_script: AsyncScript | None = None
@@ -340,7 +425,8 @@ class RedisRateLimiter:
         self._local_tickets: set[int] = set()
         self._sent: deque[float] = deque()  # our recent admissions (loop time)
         # Ledger ids: ours are "<token>:<n>"; tickets map to theirs by ticket.seq.
-        self._token = secrets.token_hex(6)
+        # Drawn when first bound to a loop, again in a forked child (see _after_fork).
+        self._token = ""
         self._next_id = 0
         self._ids: dict[int, str] = {}
         # Answers not yet reported: (id, answer on Redis's clock in µs; 0: never sent).
@@ -356,6 +442,38 @@ class RedisRateLimiter:
         self.reserve_calls = 0
         self.slots_lost = 0
         self.requests_admitted = 0
+        _limiters.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: an identity, Redis connections and a queue of its own.
+
+        What the parent reserved, sent or queued is the parent's to answer and report; the
+        parent's sockets are left alone (dropped here, never closed: closing them would cut
+        the parent off). A client passed in by the caller is the caller's to recreate.
+        """
+        self._token = ""
+        self._loop = None
+        self._loop_binding = -1
+        if self._own_client:
+            self._client = None
+        self._reserve_script = self._pause_script = None
+        self._state = GateState(self._rate_limit.requests, self._rate_limit.period)
+        self._heap = []
+        self._waiting = 0
+        self._spare = []
+        self._horizon = self._retry_at = self._paused_until = 0.0
+        self._pump_task = None
+        self._pause_tasks = set()
+        self._report_tasks = set()
+        self._report_handle = None
+        self._local_gate = None
+        self._local_tickets = set()
+        self._sent = deque()
+        self._next_id = 0
+        self._ids = {}
+        self._answers = []
+        self._offsets = deque()
+        self._last_call = -math.inf
 
     # ------------------------------------------------------------------ basics
 
@@ -393,6 +511,8 @@ class RedisRateLimiter:
                 self._loop_binding = _loops.bind(loop)
                 self._anchor_unix = time.time()
                 self._anchor_loop = loop.time()
+                if not self._token:
+                    self._token = secrets.token_hex(8)
         if self._closed:
             raise RuntimeError(f"rate gate {self._business!r} is closed")
         return loop
@@ -434,13 +554,14 @@ class RedisRateLimiter:
         script = reserve if which == "reserve" else pause
         self.redis_calls += 1
         try:
-            keys = [self._fly_key, self._rel_key, self._pause_key, self._want_key]
+            keys = [self._fly_key, self._rel_key, self._pause_key, self._want_key, self._live_key]
             return await script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise _Unavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    async def _reserve(self, n: int) -> tuple[float, list[float], float]:
-        """Report pending answers and reserve up to ``n`` slots.
+    async def _reserve(self, n: int, *, leaving: bool = False) -> tuple[float, list[float], float]:
+        """Report pending answers, renew our lease (``leaving``: end it) and reserve up to
+        ``n`` slots.
 
         Returns (loop time of the answer, waits in seconds, seconds until a full ledger can
         promise more or 0). The slots' ids are the next ``len(waits)`` of ours.
@@ -464,6 +585,7 @@ class RedisRateLimiter:
                     self._ttl_ms,
                     self._token,
                     self._next_id,
+                    0 if leaving else self._lease_us,
                     *flat,
                 ],
             )
@@ -472,6 +594,7 @@ class RedisRateLimiter:
             self._answers = answers + self._answers
             raise
         now = self._loop.time()
+        self._last_call = sent_at
         redis_now = int(out[0]) / _US
         # Redis read its clock after we sent: its clock minus ours is at most this.
         offsets = self._offsets
@@ -513,7 +636,7 @@ class RedisRateLimiter:
                 self._release(slot)
                 raise
             now = loop.time()
-            if now > at + self._cap / 2 or at < self._paused_until:
+            if now > at + min(self._cap, self._lease) / 2 or at < self._paused_until:
                 # Woke far too late (the ledger may already hold the slot as answered), or a
                 # 429 paused the business meanwhile: give the slot back and reserve again.
                 logger.debug(
@@ -559,7 +682,8 @@ class RedisRateLimiter:
                         slot = await fut
                 except TimeoutError:
                     now = loop.time()
-                    raise self._too_long(self._estimate(now, rank), now, max_wait) from None
+                    waited = now - (deadline - (max_wait or 0.0))
+                    raise self._too_long(self._estimate(now, rank), now, max_wait, waited) from None
         except BaseException:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 self._release(fut.result())  # handed a slot the instant we were cancelled
@@ -573,7 +697,8 @@ class RedisRateLimiter:
         if deadline is not None and slot[0] > deadline:
             self._release(slot)
             now = loop.time()
-            raise self._too_long(slot[0], now, max_wait)
+            waited = now - (deadline - (max_wait or 0.0))
+            raise self._too_long(slot[0], now, max_wait, waited)
         return slot
 
     def _estimate(self, now: float, rank: int) -> float:
@@ -581,15 +706,16 @@ class RedisRateLimiter:
         base = max(self._horizon, self._paused_until, self._retry_at, now)
         return base + (ahead // self._limit()) * self._rate_limit.period
 
-    def _too_long(self, estimate: float, now: float, max_wait: float | None) -> RateLimitError:
-        wait = max(estimate - now, 0.0)
-        return RateLimitError(
-            f"the shared rate limit of business {self._business!r} allows the next request "
-            f"in about {wait:.1f}s, longer than max_wait={max_wait:g}s",
-            status=429,
-            code="max_wait_exceeded",
-            retry_after=wait,
+    def _too_long(
+        self, estimate: float, now: float, max_wait: float | None, waited: float
+    ) -> RateLimitError:
+        return max_wait_refusal(
+            self._business,
+            wait=estimate - now,
+            max_wait=max_wait,
+            waited=waited if waited > 0.001 else 0.0,
             retry_at=estimate,
+            shared=True,
         )
 
     def _pop_waiter(self) -> _Waiter | None:
@@ -754,12 +880,17 @@ class RedisRateLimiter:
         try:
             ticket = await gate.acquire(priority=priority, max_wait=remaining)
         except RateLimitError as exc:
-            if exc.code == "max_wait_exceeded" and max_wait is not None:
-                exc.args = (
-                    f"the rate limit of business {self._business!r} allows the next request "
-                    f"in about {exc.retry_after or 0.0:.1f}s, longer than max_wait={max_wait:g}s",
-                )
-                exc.message = exc.args[0]
+            if exc.code == "max_wait_exceeded" and max_wait is not None and deadline is not None:
+                # Refused against what was left of the caller's max_wait: report the whole.
+                now = self._loop.time()
+                waited = now - (deadline - max_wait)
+                raise max_wait_refusal(
+                    self._business,
+                    wait=exc.retry_after or 0.0,
+                    max_wait=max_wait,
+                    waited=waited if waited > 0.001 else 0.0,
+                    retry_at=exc.retry_at if exc.retry_at is not None else now,
+                ) from None
             raise
         self._local_tickets.add(id(ticket))
         weakref.finalize(ticket, self._local_tickets.discard, id(ticket))
@@ -795,9 +926,11 @@ class RedisRateLimiter:
         try:
             await self._reserve(0)
         except _Unavailable as exc:
-            logger.warning(
+            # INFO: the outage itself is reported where it matters (the waiters' error, or
+            # the fallback's WARNING); these slots come back when the lease ends.
+            logger.info(
                 "rate gate %s: could not report answers to Redis at %s (%s); their slots "
-                "stay held until in_flight_timeout",
+                "stay held until this process's lease ends (liveness_timeout)",
                 self._business,
                 self._safe_url,
                 exc,
@@ -942,8 +1075,20 @@ class RedisRateLimiter:
         for slot in self._spare:
             self._answers.append((slot[1], 0))
         self._spare.clear()
-        if self._answers and self._local_gate is None:
-            await self._send_reports()
+        if self._local_gate is None and self._last_call > -math.inf:
+            # Goodbye: the answers, and the end of our lease in the same call, so whatever we
+            # still hold (requests cut off in flight) is held as answered now, not until the
+            # lease or in_flight_timeout runs out.
+            try:
+                await self._reserve(0, leaving=True)
+            except _Unavailable as exc:
+                logger.warning(
+                    "rate gate %s: could not release this process's slots in Redis at %s "
+                    "(%s); they are held until its lease ends (liveness_timeout)",
+                    self._business,
+                    self._safe_url,
+                    exc,
+                )
         client = self._client
         if client is not None and self._own_client:
             self._client = None

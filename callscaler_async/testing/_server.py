@@ -411,8 +411,8 @@ class FakeCallScaler:
         self.stats.rate_limited += 1
         body: JSONDict = {
             "error": "rate_limit_exceeded",
-            "message": f"Too many requests. Limit: {self.rate_limit}/min. "
-                       f"Try again in {retry_after} seconds.",
+            "message": f"Too many requests. Limit: {self.rate_limit} per "
+                       f"{self.period:g}s. Try again in {retry_after} seconds.",
         }
         if body_retry:
             body["retry_after"] = retry_after
