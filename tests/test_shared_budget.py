@@ -113,10 +113,10 @@ async def test_clients_take_budget_redis_and_share_from_the_environment(
     client = await open_with({"CALLSCALER_RATE_LIMIT": "20", "CALLSCALER_RATE_PERIOD": "2"})
     assert client._rate_limit_config == RateLimit(20, 2.0)
     client = await open_with({"CALLSCALER_RATE_LIMIT": "20/2s", "CALLSCALER_WORKERS": "4"})
-    assert client._rate_limit_config == RateLimit(5, 2.0)
+    assert client._rate_limit_config == RateLimit(5, 2.0, share=True)
     # An explicit rate_limit is the business's whole budget; the share still divides it.
     client = await open_with({"CALLSCALER_WORKERS": "3"}, rate_limit=RateLimit(30, 60.0))
-    assert client._rate_limit_config == RateLimit(10, 60.0)
+    assert client._rate_limit_config == RateLimit(10, 60.0, share=True)
     env = {"CALLSCALER_RATE_LIMIT": "20/2s", "CALLSCALER_REDIS_URL": redis_server.url,
            "CALLSCALER_WORKERS": "4"}  # fmt: skip
     client = await open_with(env)
@@ -351,7 +351,7 @@ def test_cli_commands_share_the_budget_through_redis(redis_server: RedisServer) 
 @pytest.mark.looptime
 async def test_a_share_paces_by_its_own_ledger_not_the_servers_remaining() -> None:
     """Limit 2 of a server's 10: Remaining 8 is the other shares' budget too, not ours."""
-    gate = BusinessRateGate(RateLimit(2, 60.0), name="share")
+    gate = BusinessRateGate(RateLimit(2, 60.0, share=True), name="share")
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     for remaining in (9, 8):
@@ -365,3 +365,17 @@ async def test_a_share_paces_by_its_own_ledger_not_the_servers_remaining() -> No
     snapshot = gate.snapshot()
     assert (snapshot.limit, snapshot.remaining) == (10, 8)  # the server's word, still shown
     assert snapshot.foreign == 0  # the other shares' requests are not held against ours
+
+
+@pytest.mark.looptime
+async def test_a_limit_that_is_not_a_share_takes_the_servers_remaining() -> None:
+    """Configured 2, a server (a sandbox) announcing 10 with 8 left: its word wins."""
+    gate = BusinessRateGate(RateLimit(2, 60.0), name="not-a-share")
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    for remaining in (9, 8, 7):
+        ticket = await gate.acquire()
+        gate.complete(ticket, status=200, headers={
+            "X-RateLimit-Limit": "10", "X-RateLimit-Remaining": str(remaining),
+        })  # fmt: skip
+    assert loop.time() - t0 < 60.0

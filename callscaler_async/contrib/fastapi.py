@@ -301,7 +301,7 @@ class _Deployment:
                     f"business {name!r}: {budget.requests} requests per {budget.period:g}s "
                     f"cannot be shared by CALLSCALER_WORKERS={self.workers} processes"
                 )
-            out["rate_limit"] = RateLimit(share, budget.period)
+            out["rate_limit"] = RateLimit(share, budget.period, share=True)
             logger.info(
                 "business %s: static share of %d of %d requests per %gs (CALLSCALER_WORKERS=%d)",
                 name,

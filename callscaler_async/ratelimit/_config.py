@@ -41,16 +41,32 @@ def _positive_period(instance: object, attribute: attrs.Attribute[float], value:
         raise ValueError(f"RateLimit.{attribute.name} must be a finite number > 0, got {value!r}")
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class RateLimit:
     """``requests`` per ``period`` seconds for one business (the API's is 60 per 60 s).
 
+    ``share=True`` marks this process's fixed part of a budget divided between processes
+    (``CALLSCALER_WORKERS``, or a limit divided by hand): the server's
+    ``X-RateLimit-Remaining`` and ``Reset`` then count the other parts' requests too, so the
+    gate paces the part by its own ledger alone instead of spending what the server says is
+    left. Without it, a server announcing a higher limit than configured (a sandbox) is
+    taken at its word.
+
     >>> RateLimit(requests=60, period=60.0)
     RateLimit(requests=60, period=60.0)
+    >>> RateLimit(15, 60.0, share=True)
+    RateLimit(requests=15, period=60.0, share=True)
     """
 
     requests: int = attrs.field(default=60, validator=_positive_int)
     period: float = attrs.field(default=60.0, validator=_positive_period)
+    share: bool = attrs.field(
+        default=False, kw_only=True, validator=attrs.validators.instance_of(bool)
+    )
+
+    def __repr__(self) -> str:
+        share = ", share=True" if self.share else ""
+        return f"RateLimit(requests={self.requests!r}, period={self.period!r}{share})"
 
 
 @attrs.frozen

@@ -124,7 +124,7 @@ class BusinessRateGate:
         self._stagger_until = 0.0
         self._restart_pacer: AsyncLimiter | None = None
         self._foreign_watch = ForeignShareWatch(name, rate_limit.period)
-        self._share = rate_limit.requests
+        self._share = rate_limit.requests if rate_limit.share else None
         self._server_view: HeaderReading | None = None  # latest headers, when a share
         self.requests_admitted = 0
 
@@ -309,7 +309,12 @@ class BusinessRateGate:
             return
         now = loop.time()
         reading = parse_rate_headers(headers) if headers else None
-        if reading is not None and reading.limit is not None and reading.limit > self._share:
+        if (
+            self._share is not None
+            and reading is not None
+            and reading.limit is not None
+            and reading.limit > self._share
+        ):
             # A share of the business's budget (CALLSCALER_WORKERS, a rate_limit divided by
             # hand): the server's Remaining and Reset count the other shares' requests too.
             # Read as ours they would let this process spend its neighbours' budget (all of
