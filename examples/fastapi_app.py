@@ -45,6 +45,10 @@ from callscaler_async.contrib.fastapi import (
 )
 from callscaler_async.webhooks import WebhookEvent
 
+# As a library the SDK adds no handler to its "callscaler_async" logger, and uvicorn configures
+# only its own loggers: without this, the SDK's warnings (another process spending the
+# budget, failures answered as 503/502/504) would reach no one.
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s:     %(name)s: %(message)s")
 logger = logging.getLogger("callscaler_example")
 
 clients = CallScalerClients()  # budget, Redis, static share: from the environment
