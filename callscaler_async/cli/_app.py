@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Awaitable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -202,6 +202,12 @@ def sync() -> None:
 )  # fmt: skip
 @click.option("--window-days", type=click.IntRange(1, 366), default=7, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option(
+    "--strategy", type=click.Choice(["auto", "pages", "export"]), default="auto",
+    show_default=True,
+    help="export: one export request per window, checked against the list's count; "
+    "pages: page through the list; auto: export when its header has every field.",
+)  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_obj
 def sync_calls(
@@ -214,6 +220,7 @@ def sync_calls(
     checkpoint: Path | None,
     window_days: int,
     concurrency: int,
+    strategy: Literal["auto", "pages", "export"],
     quiet: bool,
 ) -> None:
     """Every call of [--since, --until] exactly once into --out, resumable after a crash."""
@@ -227,7 +234,7 @@ def sync_calls(
         async with client:
             job = client.calls.sync(
                 since=start, until=end, window=dt.timedelta(days=window_days),
-                concurrency=concurrency,
+                concurrency=concurrency, strategy=strategy,
             )  # fmt: skip
             store = JSONFileStore(checkpoint)
             key = f"calls:{client.business}"
@@ -254,7 +261,10 @@ def sync_calls(
             finally:
                 if not quiet:
                     progress.finish()
-            click.echo(f"synced {summary.items:,} calls to {out} ({fmt})", err=True)
+            click.echo(
+                f"synced {summary.items:,} calls to {out} ({fmt}) by {summary.strategy}, "
+                f"{summary.requests:,} requests", err=True,
+            )  # fmt: skip
             for line in summary_lines(summary):
                 click.echo(line, err=True)
 

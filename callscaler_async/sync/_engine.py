@@ -13,7 +13,10 @@ How a sync gets every call of ``[since, until]`` exactly once, fast:
    added) is walked again; ids already delivered from that window are skipped, so the
    shifted offsets cost a few requests, not a lost or duplicated call. Items outside the
    window's bounds are dropped (their own window delivers them).
-4. The checkpoint records finished windows and the ids delivered from the window in
+4. With ``strategy="export"`` (or ``"auto"``, the default, when the export carries every
+   field), a window is one export request checked against the list's count; a window whose
+   export does not check out is walked by pages (``_export``).
+5. The checkpoint records finished windows and the ids delivered from the window in
    progress; it is saved only after the sink returned for a batch.
 """
 
@@ -24,7 +27,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,6 +35,7 @@ import attrs
 from .._errors import CallScalerError
 from ..models import Call
 from ._checkpoint import CheckpointStore, MemoryStore, SyncCheckpoint, SyncCheckpointError
+from ._export import ExportPlan, Strategy, walk_window_by_export
 from ._sinks import Sink, as_sink
 
 if TYPE_CHECKING:
@@ -62,6 +66,7 @@ class SyncProgress:
     requests: int
     elapsed: float
     windows_counted: int = 0  # windows whose total is known (total_estimate covers these)
+    strategy: str = "pages"  # "export" once the sync delivers by export
 
     @property
     def estimated_total(self) -> int | None:
@@ -88,6 +93,9 @@ class SyncSummary:
     since: dt.datetime
     until: dt.datetime
     resumed: bool
+    strategy: str = "pages"  # what ran: "export" (windows by export) or "pages"
+    windows_exported: int = 0  # windows delivered by one export each, count verified
+    windows_redone: int = 0  # windows walked by pages after their export did not check out
 
     @property
     def elapsed_over_minimum(self) -> float | None:
@@ -131,8 +139,11 @@ class CallSync:
         window: dt.timedelta = dt.timedelta(days=7),
         concurrency: int = 8,
         windows_ahead: int = 4,
+        strategy: Strategy = "auto",
     ) -> None:
         self._client = client
+        self.strategy = strategy
+        self._plan = ExportPlan(strategy)  # checks ``strategy``
         self.since = _aware(since, "since")
         self.until = (
             _aware(until, "until")
@@ -149,6 +160,7 @@ class CallSync:
         self.concurrency = concurrency
         self.windows_ahead = windows_ahead
         self.pages = 0
+        self.counts = 0  # per_page=1 requests checking an export
         self.rewalks = 0
         self.delivered = 0
         self.total_estimate: int | None = None
@@ -169,12 +181,17 @@ class CallSync:
         self, checkpoint: SyncCheckpoint, index: int, skip: set[str]
     ) -> AsyncIterator[list[Call]]:
         start, last = self._bounds(checkpoint, index)
-        async for batch in self._walk_range(start, last, set(skip), index=index, top=True):
-            yield batch
+        if self._plan.mode == "pages":
+            walk = self._walk_range(start, last, set(skip), index=index, top=True)
+        else:
+            walk = walk_window_by_export(self, self._plan, start, last, set(skip), index=index)
+        async with contextlib.aclosing(walk):
+            async for batch in walk:
+                yield batch
 
     async def _walk_range(
         self, start: dt.datetime, last: dt.datetime, seen: set[str], *, index: int, top: bool
-    ) -> AsyncIterator[list[Call]]:
+    ) -> AsyncGenerator[list[Call], None]:
         """Every call of ``[start, last]`` not in ``seen``; a range that changes is split.
 
         A walk whose ``total`` moved (calls deleted, back-dated calls added) may have skipped
@@ -370,6 +387,7 @@ class CallSync:
                             requests=transport.requests_sent - requests_before,
                             elapsed=loop.time() - started,
                             windows_counted=len(self._window_totals),
+                            strategy=self._plan.strategy,
                         )
                     )
             checkpoint.finished = True
@@ -390,6 +408,9 @@ class CallSync:
             since=checkpoint.since,
             until=checkpoint.until,
             resumed=resumed,
+            strategy=self._plan.strategy,
+            windows_exported=self._plan.windows_exported,
+            windows_redone=self._plan.windows_redone,
         )
 
 
@@ -400,6 +421,7 @@ async def sync_businesses(
     until: dt.datetime | dt.date | None = None,
     store: CheckpointStore | None = None,
     window: dt.timedelta = dt.timedelta(days=7),
+    strategy: Strategy = "auto",
 ) -> list[SyncSummary]:
     """Sync several businesses at once, each through its own gate (one client per business).
 
@@ -412,7 +434,9 @@ async def sync_businesses(
     )
     store = store if store is not None else MemoryStore()
     runs = [
-        client.calls.sync(since=since, until=pinned, window=window).run(sink, store=store)
+        client.calls.sync(since=since, until=pinned, window=window, strategy=strategy).run(
+            sink, store=store
+        )
         for client, sink in jobs
     ]
     return list(await asyncio.gather(*runs))
