@@ -1,6 +1,10 @@
 """Sequential paging vs the concurrent sync, and memory while streaming many calls.
 
     python benchmarks/bench_sync.py [--calls 100000]
+    python benchmarks/bench_sync.py --strategies-only [--period 2] [--window-days 30]
+
+``--strategies-only`` runs section (3) alone: the sync by pages vs by export, side by side
+(see ``strategies``).
 
 Real time, the fake API in-process (it shares the CPU with the client: on a small machine the
 fake's own JSON rendering is part of what is measured).
@@ -21,7 +25,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 import callscaler_async as cs
-from callscaler_async.sync import JSONLinesSink, SyncSummary
+from callscaler_async.sync import JSONFileStore, JSONLinesSink, SyncSummary, minimum_seconds
 from callscaler_async.testing import FakeCallScaler
 
 BIG = cs.RateLimit(requests=1_000_000, period=60.0)
@@ -133,11 +137,118 @@ async def memory(calls: int, out: Path) -> dict[str, float]:
     }
 
 
+class _PeakRSS:
+    """RSS sampled every 10 ms by a thread while the block runs."""
+
+    def __enter__(self) -> _PeakRSS:
+        gc.collect()
+        self.base = self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+async def strategies(calls: int, period: float, window_days: int) -> list[dict[str, float]]:
+    """(3) The same sync by pages and by export, at the real budget's shape scaled in time.
+
+    The fake holds ``calls`` calls spread over 365 days and admits 60 requests per ``period``
+    seconds (sliding log, as strict as any window algorithm); the client's gate is set to the
+    same 60 per ``period``. Each strategy syncs the whole year into a JSON Lines file with a
+    JSON checkpoint file, one after the other, with a full period between them so that each
+    starts from a full budget. "pages minimum" is the least time any client needs for the
+    pages strategy's requests at that rate (``minimum_seconds``): what paging cannot beat.
+    """
+    since = dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
+    until = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    limit = cs.RateLimit(requests=60, period=period)
+    rows: list[dict[str, float]] = []
+    async with FakeCallScaler(
+        calls=calls, seed=3, rate_limit=60, period=period, algorithm="sliding",
+        history_days=365,
+    ) as fake:  # fmt: skip
+        for strategy in ("pages", "export"):
+            await asyncio.sleep(period)  # a full budget for each
+            limited_before = fake.stats.rate_limited
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "calls.jsonl"
+                async with cs.CallScaler(
+                    fake.api_key, base_url=fake.base_url, rate_limit=limit,
+                    business=f"bench-{strategy}",
+                ) as client:  # fmt: skip
+                    job = client.calls.sync(
+                        since=since, until=until, window=dt.timedelta(days=window_days),
+                        strategy=strategy,  # type: ignore[arg-type]
+                    )  # fmt: skip
+                    with _PeakRSS() as rss:
+                        start = time.perf_counter()
+                        summary = await job.run(
+                            JSONLinesSink(out), store=JSONFileStore(Path(tmp) / "cp.json")
+                        )
+                        elapsed = time.perf_counter() - start
+                with out.open("rb") as handle:
+                    lines = sum(1 for _ in handle)
+            assert summary.items == lines == calls, (summary.items, lines)
+            assert summary.strategy == strategy, summary.strategy
+            rows.append({
+                "strategy": 0.0 if strategy == "pages" else 1.0,
+                "requests": summary.requests,
+                "elapsed": elapsed,
+                "limited": summary.rate_limited + fake.stats.rate_limited - limited_before,
+                "rss_base": rss.base,
+                "rss_peak": rss.peak,
+                "windows_redone": summary.windows_redone,
+            })  # fmt: skip
+    pages_minimum = minimum_seconds(int(rows[0]["requests"]), 60, period)
+    for row in rows:
+        row["pages_minimum"] = pages_minimum
+    return rows
+
+
+def print_strategies(rows: list[dict[str, float]], calls: int, period: float, days: int) -> None:
+    pages, export = rows
+    print()
+    print(f"(3) calls.sync() of {calls:,} calls over 365 days, {days}-day windows, fake API")
+    print(f"    sliding log at 60 requests per P = {period:g} s (the real 60/min scaled in time),")
+    print("    JSON Lines sink + JSON checkpoint file; one run each, side by side")
+    print(f"    pages minimum: the least time for the pages requests at 60 per {period:g} s "
+          f"= {pages['pages_minimum']:.1f} s")  # fmt: skip
+    head = f"    {'strategy':<10}{'requests':>9}{'429s':>6}{'elapsed s':>11}"
+    print(head + f"{'/ pages min':>12}{'RSS peak above base':>21}{'redone':>8}")
+    for name, row in (("pages", pages), ("export", export)):
+        print(
+            f"    {name:<10}{row['requests']:>9,.0f}{row['limited']:>6.0f}{row['elapsed']:>11.2f}"
+            f"{row['elapsed'] / row['pages_minimum']:>12.3f}"
+            f"{row['rss_peak'] - row['rss_base']:>18.1f} MB{row['windows_redone']:>8.0f}"
+        )
+    print(f"    export vs pages: {pages['requests'] / export['requests']:.1f}x fewer requests, "
+          f"{pages['elapsed'] / export['elapsed']:.1f}x less elapsed "
+          f"(RSS baseline {pages['rss_base']:.0f} MB: the fake's {calls:,} calls)")  # fmt: skip
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--period", type=float, default=2.0, help="P of section (3)")
+    parser.add_argument(
+        "--window-days", type=int, default=30, help="windows of section (3), both strategies"
+    )
+    parser.add_argument("--strategies-only", action="store_true", help="section (3) alone")
     args = parser.parse_args()
+    if args.strategies_only:
+        rows = await strategies(args.calls, args.period, args.window_days)
+        print_strategies(rows, args.calls, args.period, args.window_days)
+        return
     sequential, concurrent = await paging(args.pages)
     with tempfile.TemporaryDirectory() as tmp:
         mem = await memory(args.calls, Path(tmp) / "calls.jsonl")
@@ -161,6 +272,8 @@ async def main() -> None:
     print(f"    {'tracemalloc peak above baseline':<40}{mem['traced_peak_mb']:>8.1f}MB")
     print("    (one process: the RSS and tracemalloc figures include the in-process fake's")
     print("     request handling; tracemalloc is measured in a second, separate pass)")
+    rows = await strategies(args.calls, args.period, args.window_days)
+    print_strategies(rows, args.calls, args.period, args.window_days)
 
 
 if __name__ == "__main__":

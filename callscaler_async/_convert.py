@@ -1047,8 +1047,36 @@ class CSVRowDecoder:
             for index, key in enumerate(self.header)
             if key in types and key not in self.header[:index]  # a repeated column: the first
         )
+        self._width = len(self.header)
+        self._fast = self._make_fast()
+        self._structure = _fast_hook(model)
+
+    def _make_fast(self) -> Callable[[list[str]], dict[str, Any]]:
+        """The cells -> JSON values step as one generated expression: text columns inline
+        (``cell or None``), the others through their parser. A row it cannot convert goes
+        the slow way, which names the bad cell."""
+        namespace: dict[str, Any] = {}
+        items = []
+        for index, key, parse in self._columns:
+            if parse is _csv_text:
+                items.append(f"    {key!r}: c[{index}] or None,")
+            else:
+                namespace[f"__p{index}"] = parse
+                items.append(f"    {key!r}: __p{index}(x) if (x := c[{index}]) else None,")
+        source = "def cells_to_json(c):\n  return {\n" + "\n".join(items) + "\n  }"
+        exec(compile(source, f"<callscaler CSV {_model_name(self.model)}>", "exec"), namespace)
+        fast: Callable[[list[str]], dict[str, Any]] = namespace["cells_to_json"]
+        return fast
 
     def __call__(self, cells: list[str], row: int) -> Any:
+        if len(cells) == self._width:
+            try:
+                return self._structure(self._fast(cells), self.model)
+            except Exception:
+                pass  # again below, slowly, to say which cell and why
+        return self._slow(cells, row)
+
+    def _slow(self, cells: list[str], row: int) -> Any:
         if len(cells) != len(self.header):
             raise ResponseDecodeError(
                 f"row has {len(cells)} cells, the header {len(self.header)}",

@@ -200,7 +200,10 @@ def sync() -> None:
     "--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
     help="Checkpoint file (default: OUT.checkpoint.json).",
 )  # fmt: skip
-@click.option("--window-days", type=click.IntRange(1, 366), default=7, show_default=True)
+@click.option(
+    "--window-days", type=click.IntRange(1, 366), default=None,
+    help="Date window per step [default: 7 by pages, 30 with export or auto].",
+)  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
 @click.option(
     "--strategy", type=click.Choice(["auto", "pages", "export"]), default="auto",
@@ -218,7 +221,7 @@ def sync_calls(
     fmt: str | None,
     resume: bool,
     checkpoint: Path | None,
-    window_days: int,
+    window_days: int | None,
     concurrency: int,
     strategy: Literal["auto", "pages", "export"],
     quiet: bool,
@@ -233,7 +236,8 @@ def sync_calls(
     async def go() -> None:
         async with client:
             job = client.calls.sync(
-                since=start, until=end, window=dt.timedelta(days=window_days),
+                since=start, until=end,
+                window=dt.timedelta(days=window_days) if window_days else None,
                 concurrency=concurrency, strategy=strategy,
             )  # fmt: skip
             store = JSONFileStore(checkpoint)

@@ -122,7 +122,7 @@ class Calls(Resource):
         *,
         since: dt.datetime | dt.date,
         until: dt.datetime | dt.date | None = None,
-        window: dt.timedelta = dt.timedelta(days=7),
+        window: dt.timedelta | None = None,
         concurrency: int = 8,
         strategy: Literal["auto", "pages", "export"] = "auto",
     ) -> CallSync:
@@ -134,7 +134,8 @@ class Calls(Resource):
         ``strategy``: ``"export"`` takes each window in one export request, checked against
         the list's count (a window that does not check out is walked by pages); ``"pages"``
         pages through the list; ``"auto"`` uses the export when its header carries every
-        field of ``Call``, else pages (logged at INFO).
+        field of ``Call``, else pages (logged at INFO). ``window``: 7 days by pages, 30 days
+        with ``export`` or ``auto`` (two requests a window, whatever its size).
         """
         from ..sync import CallSync
 

@@ -112,6 +112,17 @@ def minimum_seconds(requests: int, limit: int, period: float) -> float:
     return (math.ceil(requests / limit) - 1) * period
 
 
+def default_window(strategy: str) -> dt.timedelta:
+    """The date window a sync takes when none is given.
+
+    By pages a window's size hardly changes the requests (one per 100 calls); by export each
+    window costs two requests whatever its size, so its windows are larger. A larger window
+    also costs more to redo (by pages) when its export does not check out, and a resume
+    exports the window in progress again.
+    """
+    return dt.timedelta(days=7 if strategy == "pages" else 30)
+
+
 def _aware(value: dt.datetime | dt.date, name: str) -> dt.datetime:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
@@ -136,12 +147,14 @@ class CallSync:
         *,
         since: dt.datetime | dt.date,
         until: dt.datetime | dt.date | None = None,
-        window: dt.timedelta = dt.timedelta(days=7),
+        window: dt.timedelta | None = None,
         concurrency: int = 8,
         windows_ahead: int = 4,
         strategy: Strategy = "auto",
     ) -> None:
         self._client = client
+        if window is None:
+            window = default_window(strategy)
         self.strategy = strategy
         self._plan = ExportPlan(strategy)  # checks ``strategy``
         self.since = _aware(since, "since")
@@ -420,7 +433,7 @@ async def sync_businesses(
     since: dt.datetime | dt.date,
     until: dt.datetime | dt.date | None = None,
     store: CheckpointStore | None = None,
-    window: dt.timedelta = dt.timedelta(days=7),
+    window: dt.timedelta | None = None,
     strategy: Strategy = "auto",
 ) -> list[SyncSummary]:
     """Sync several businesses at once, each through its own gate (one client per business).

@@ -55,6 +55,7 @@ import hashlib
 import hmac
 import io
 import math
+import operator
 import random
 import re
 import time
@@ -923,9 +924,16 @@ class FakeCallScaler:
         writer = csv.writer(buf, lineterminator="\r\n")
         writer.writerow(columns)
 
+        known = [f for f in columns if f != extra]
+        at = columns.index(extra) if extra is not None else -1
+        cells = operator.itemgetter(*known)
+
         def row(c: CallRecord) -> list[Any]:
-            return [_csv_cell(c.data[f]) if f in c.data else f"{extra}-{c.data['id'][:8]}"
-                    for f in columns]
+            out = ["" if v is None else ("true" if v else "false") if v is True or v is False
+                   else v for v in cells(c.data)]
+            if at >= 0:
+                out.insert(at, f"{extra}-{c.data['id'][:8]}")
+            return out
 
         for i in range(0, len(items), 200):
             for n, c in enumerate(items[i:i + 200], start=i):
