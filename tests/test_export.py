@@ -583,3 +583,38 @@ async def test_cancel_while_the_export_streams(tmp_path: Path, after: int) -> No
             saved = await store.load(f"calls:{client.business}")
             assert saved is not None and 0 < saved.delivered < 2500 and saved.windows_done == 0
             await assert_no_stray_tasks(baseline | {asyncio.current_task()})  # type: ignore[operator]
+
+
+# ------------------------------------------------------------------ CLI
+
+
+@pytest.mark.parametrize("strategy", ["export", "pages", "auto"])
+def test_cli_sync_calls_strategy(tmp_path: Path, strategy: str) -> None:
+    from test_cli import ThreadedFake, invoke
+
+    with ThreadedFake(calls=900, seed=9, rate_limit=10_000, period=60.0) as fake:
+        out = tmp_path / "calls.jsonl"
+        code, _, err = invoke(
+            fake, "sync", "calls", "--since", "2026-01-01", "--until", "2026-11-01",
+            "--out", str(out), "--strategy", strategy, "--quiet",
+        )  # fmt: skip
+        want = {c["id"] for c in fake.calls_data}
+        exports = fake.stats.by_path.get("GET calls/export", 0)
+    assert code == 0, err
+    ids = [json.loads(line)["id"] for line in out.read_bytes().splitlines()]
+    assert len(ids) == len(set(ids)) and set(ids) == want
+    ran = "pages" if strategy == "pages" else "export"
+    assert f"by {ran}," in err and "requests" in err
+    assert (exports > 0) == (ran == "export")
+
+
+def test_cli_sync_calls_refuses_an_unknown_strategy(tmp_path: Path) -> None:
+    from test_cli import ThreadedFake, invoke
+
+    with ThreadedFake(calls=10, seed=9, rate_limit=10_000, period=60.0) as fake:
+        code, _, err = invoke(
+            fake, "sync", "calls", "--since", "2026-01-01", "--out", str(tmp_path / "c.jsonl"),
+            "--strategy", "fastest",
+        )  # fmt: skip
+        assert fake.stats.requests == 0
+    assert code == 2 and "fastest" in err
