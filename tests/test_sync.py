@@ -275,7 +275,7 @@ async def test_sqlite_store_and_csv_sink(tmp_path: Path) -> None:
             with pytest.raises(Crash):
                 await job.run(flaky, store=store, key="k")
             sink = CSVSink(out)
-            crashing = _CrashAfter(sink, 5)
+            crashing = _CrashAfter(sink, 2)
             with pytest.raises(Crash):
                 await client.calls.sync(since=SINCE, until=until).run(
                     crashing, store=store, key="k"

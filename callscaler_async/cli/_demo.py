@@ -29,6 +29,8 @@ from ._progress import ProgressLine, format_duration, summary_lines
 __all__ = ["run_demo"]
 
 LIMIT, PERIOD = 60, 2.0
+# Weekly windows: the sandbox stopped half-way leaves windows that no request fetched yet.
+WINDOW = dt.timedelta(days=7)
 
 
 def _ts(value: str) -> dt.datetime:
@@ -93,7 +95,7 @@ async def _demo(workdir: Path, n_calls: int) -> bool:
         full = workdir / "full.jsonl"
         async with _client(fake, "full") as client:
             progress = ProgressLine(sys.stderr, limit, label="full  ")
-            summary = await client.calls.sync(since=since, until=until).run(
+            summary = await client.calls.sync(since=since, until=until, window=WINDOW).run(
                 JSONLinesSink(full), store=JSONFileStore(workdir / "full.checkpoint.json"),
                 on_progress=progress,
             )  # fmt: skip
@@ -124,7 +126,7 @@ async def _demo(workdir: Path, n_calls: int) -> bool:
         error: CallScalerError | None = None
         async with _client(fake, "second") as client:
             try:
-                await client.calls.sync(since=since, until=until).run(
+                await client.calls.sync(since=since, until=until, window=WINDOW).run(
                     JSONLinesSink(second), store=store, on_progress=kill_half_way
                 )
             except CallScalerError as exc:
@@ -149,7 +151,7 @@ async def _demo(workdir: Path, n_calls: int) -> bool:
         fake = await _fake(n_calls, port).start()
         async with _client(fake, "second") as client:
             progress = ProgressLine(sys.stderr, limit, label="second")
-            summary = await client.calls.sync(since=since, until=until).run(
+            summary = await client.calls.sync(since=since, until=until, window=WINDOW).run(
                 JSONLinesSink(second), store=store, on_progress=progress
             )
             progress.finish()

@@ -95,6 +95,7 @@ class SyncSummary:
     resumed: bool
     strategy: str = "pages"  # what ran: "export" (windows by export) or "pages"
     windows_exported: int = 0  # windows delivered by one export each, count verified
+    # (an empty window takes its count request only and is in neither figure)
     windows_redone: int = 0  # windows walked by pages after their export did not check out
 
     @property

@@ -153,8 +153,7 @@ async def walk_window_by_export(
         sync.counts += 1
         total = page.total
         sync._note_total(index, total)
-        if total == 0 and not probe:
-            plan.windows_exported += 1
+        if total == 0 and not probe:  # nothing to export: the count was the whole walk
             return
         upper = last + dt.timedelta(seconds=1)
         exported: set[str] = set()  # distinct calls of the window in this export
