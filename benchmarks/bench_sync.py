@@ -1,7 +1,7 @@
 """Sequential paging vs the concurrent sync, and memory while streaming many calls.
 
     python benchmarks/bench_sync.py [--calls 100000]
-    python benchmarks/bench_sync.py --strategies-only [--period 2] [--window-days 30]
+    python benchmarks/bench_sync.py --strategies-only [--period 2] [--window-days 30] [--repeat 3]
 
 ``--strategies-only`` runs section (3) alone: the sync by pages vs by export, side by side
 (see ``strategies``).
@@ -190,11 +190,12 @@ async def strategies(calls: int, period: float, window_days: int) -> list[dict[s
                         strategy=strategy,  # type: ignore[arg-type]
                     )  # fmt: skip
                     with _PeakRSS() as rss:
-                        start = time.perf_counter()
+                        start, cpu = time.perf_counter(), time.process_time()
                         summary = await job.run(
                             JSONLinesSink(out), store=JSONFileStore(Path(tmp) / "cp.json")
                         )
                         elapsed = time.perf_counter() - start
+                        cpu = time.process_time() - cpu
                 with out.open("rb") as handle:
                     lines = sum(1 for _ in handle)
             assert summary.items == lines == calls, (summary.items, lines)
@@ -203,6 +204,7 @@ async def strategies(calls: int, period: float, window_days: int) -> list[dict[s
                 "strategy": 0.0 if strategy == "pages" else 1.0,
                 "requests": summary.requests,
                 "elapsed": elapsed,
+                "cpu": cpu,
                 "limited": summary.rate_limited + fake.stats.rate_limited - limited_before,
                 "rss_base": rss.base,
                 "rss_peak": rss.peak,
@@ -223,16 +225,17 @@ def print_strategies(rows: list[dict[str, float]], calls: int, period: float, da
     print(f"    pages minimum: the least time for the pages requests at 60 per {period:g} s "
           f"= {pages['pages_minimum']:.1f} s")  # fmt: skip
     head = f"    {'strategy':<10}{'requests':>9}{'429s':>6}{'elapsed s':>11}"
-    print(head + f"{'/ pages min':>12}{'RSS peak above base':>21}{'redone':>8}")
+    print(head + f"{'/ pages min':>12}{'CPU s':>7}{'RSS peak above base':>21}{'redone':>8}")
     for name, row in (("pages", pages), ("export", export)):
         print(
             f"    {name:<10}{row['requests']:>9,.0f}{row['limited']:>6.0f}{row['elapsed']:>11.2f}"
-            f"{row['elapsed'] / row['pages_minimum']:>12.3f}"
+            f"{row['elapsed'] / row['pages_minimum']:>12.3f}{row['cpu']:>7.1f}"
             f"{row['rss_peak'] - row['rss_base']:>18.1f} MB{row['windows_redone']:>8.0f}"
         )
     print(f"    export vs pages: {pages['requests'] / export['requests']:.1f}x fewer requests, "
           f"{pages['elapsed'] / export['elapsed']:.1f}x less elapsed "
           f"(RSS baseline {pages['rss_base']:.0f} MB: the fake's {calls:,} calls)")  # fmt: skip
+    print("    (CPU: the whole process, the in-process fake's CSV and JSON rendering included)")
 
 
 async def main() -> None:
@@ -244,10 +247,24 @@ async def main() -> None:
         "--window-days", type=int, default=30, help="windows of section (3), both strategies"
     )
     parser.add_argument("--strategies-only", action="store_true", help="section (3) alone")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of section (3) alone")
     args = parser.parse_args()
     if args.strategies_only:
-        rows = await strategies(args.calls, args.period, args.window_days)
-        print_strategies(rows, args.calls, args.period, args.window_days)
+        ratios = []
+        for _ in range(args.repeat):
+            rows = await strategies(args.calls, args.period, args.window_days)
+            print_strategies(rows, args.calls, args.period, args.window_days)
+            pages, export = rows
+            ratios.append(
+                (pages["requests"] / export["requests"], pages["elapsed"] / export["elapsed"])
+            )
+        if args.repeat > 1:
+            print()
+            print(f"    over {args.repeat} runs, min / median / max:")
+            for label, values in (("fewer requests", [r for r, _ in ratios]),
+                                  ("less elapsed  ", [e for _, e in ratios])):  # fmt: skip
+                v = sorted(values)
+                print(f"    {label} {v[0]:.1f} / {v[len(v) // 2]:.1f} / {v[-1]:.1f}x")
         return
     sequential, concurrent = await paging(args.pages)
     with tempfile.TemporaryDirectory() as tmp:
