@@ -188,6 +188,8 @@ async def csv_server() -> AsyncIterator[tuple[str, dict[str, bytes]]]:
         body = bodies["csv"]
         for i in range(0, len(body), 7):
             await resp.write(body[i : i + 7])
+            if "pause" in bodies:  # each piece its own read on the client's side
+                await asyncio.sleep(0.001)
         await resp.write_eof()
         return resp
 
@@ -238,6 +240,15 @@ async def test_quoted_newlines_commas_quotes_and_non_ascii_names(
     assert second.status == "transferred" and second.caller_name is None
     assert second.started_at == dt.datetime(2026, 3, 23, 8, 0, tzinfo=dt.UTC)
     assert second.qualified is None and second.cost is None
+
+
+async def test_a_header_that_arrives_in_pieces(csv_server: tuple[str, dict[str, bytes]]) -> None:
+    base_url, bodies = csv_server
+    rows = [f'{ID1},answered,2026-03-23T14:30:00Z,Zoë,"a,b",true,1,2,x'] * 3
+    bodies["csv"] = "\r\n".join([HEADER, *rows, ""]).encode()
+    bodies["pause"] = b""
+    calls = await read_calls(base_url)
+    assert len(calls) == 3 and calls[0].caller_city == "a,b" and calls[0].caller_name == "Zoë"
 
 
 @pytest.mark.parametrize(

@@ -266,7 +266,9 @@ class CallExport:
 
         async with contextlib.aclosing(download._chunks()) as chunks:
             async for chunk in chunks:
-                yield numbered(stream.feed(chunk))
+                rows = numbered(stream.feed(chunk))
+                if self.header is not None:  # nothing before the whole header line arrived
+                    yield rows
         last = numbered(stream.finish())
         if stream.unterminated:
             raise ResponseDecodeError(
