@@ -629,3 +629,16 @@ def test_cli_sync_calls_refuses_an_unknown_strategy(tmp_path: Path) -> None:
         )  # fmt: skip
         assert fake.stats.requests == 0
     assert code == 2 and "fastest" in err
+
+
+def test_requests_left_follows_the_strategy() -> None:
+    from callscaler_async.sync import SyncProgress
+
+    common = {"business": "b", "windows_done": 3, "windows": 13, "pages": 0, "requests": 7,
+              "elapsed": 1.0, "windows_counted": 4}  # fmt: skip
+    export = SyncProgress(delivered=2000, total_estimate=3000, strategy="export", **common)
+    pages = SyncProgress(delivered=2000, total_estimate=3000, strategy="pages", **common)
+    assert export.requests_left == 2 * 10  # a count and an export per window left
+    # 3000 calls in 4 of 13 windows: 9,750 estimated, 7,750 left: 78 pages + 9 first pages.
+    assert pages.requests_left == 78 + 9
+    assert SyncProgress(delivered=0, total_estimate=None, **common).requests_left is None

@@ -11,7 +11,6 @@ from ..sync import SyncProgress, SyncSummary
 
 __all__ = ["ProgressLine", "format_duration", "summary_lines"]
 
-_PER_PAGE = 100
 _BAR = 24
 
 
@@ -35,8 +34,7 @@ def eta_seconds(progress: SyncProgress, limit: RateLimit) -> float | None:
     left = max(total - progress.delivered, 0)
     if left == 0:
         return 0.0
-    pages_left = math.ceil(left / _PER_PAGE) + max(progress.windows - progress.windows_done - 1, 0)
-    budget = pages_left * limit.period / limit.requests
+    budget = (progress.requests_left or 0) * limit.period / limit.requests
     if progress.elapsed > 0.5 and progress.delivered >= max(total // 20, 1):
         observed = left * progress.elapsed / progress.delivered
         return max(budget, observed)

@@ -69,6 +69,23 @@ class SyncProgress:
     strategy: str = "pages"  # "export" once the sync delivers by export
 
     @property
+    def requests_left(self) -> int | None:
+        """Requests the rest of the sync still needs, by its strategy (None: not known yet).
+
+        By pages one per 100 calls left, plus a first page per window not started; by export
+        two per window not finished (its count and its export), whatever its size.
+        """
+        if self.strategy == "export":
+            return 2 * max(self.windows - self.windows_done, 0)
+        total = self.estimated_total
+        if total is None:
+            return None
+        left = max(total - self.delivered, 0)
+        if left == 0:
+            return 0
+        return math.ceil(left / _PER_PAGE) + max(self.windows - self.windows_done - 1, 0)
+
+    @property
     def estimated_total(self) -> int | None:
         """``total_estimate`` extrapolated to the windows not counted yet."""
         if self.total_estimate is None or self.windows_counted <= 0:
