@@ -1,11 +1,15 @@
 """Sequential paging vs the concurrent sync, and memory while streaming many calls.
 
     python benchmarks/bench_sync.py [--calls 100000] [--sqlite-only]
+    python benchmarks/bench_sync.py --strategies-only [--period 2] [--window-days 30] [--repeat 3]
 
 Section (3) is the SQLite store beside the file sinks: the same sync into no sink, JSON
 Lines and SQLite side by side; the store alone (decoded calls written in batches of 100, each
 with its checkpoint, as the sync does: rows per second and CPU per call with the API out of
-the way); and the peak memory of a whole sync into SQLite.
+the way); and the peak memory of a whole sync into SQLite. ``--sqlite-only`` runs it alone.
+
+Section (4) is the sync by pages vs by export, side by side (see ``strategies``);
+``--strategies-only`` runs it alone.
 
 Real time, the fake API in-process (it shares the CPU with the client: on a small machine the
 fake's own JSON rendering is part of what is measured).
@@ -18,6 +22,7 @@ import asyncio
 import datetime as dt
 import gc
 import resource
+import sys
 import tempfile
 import threading
 import time
@@ -28,7 +33,13 @@ from typing import Any
 
 import callscaler_async as cs
 from callscaler_async.models import Call
-from callscaler_async.sync import JSONLinesSink, SQLiteStore, SyncSummary
+from callscaler_async.sync import (
+    JSONFileStore,
+    JSONLinesSink,
+    SQLiteStore,
+    SyncSummary,
+    minimum_seconds,
+)
 from callscaler_async.testing import FakeCallScaler
 
 BIG = cs.RateLimit(requests=1_000_000, period=60.0)
@@ -247,15 +258,169 @@ def print_sqlite(fig: dict[str, Any]) -> None:
     print("    (one process: the memory figures include the in-process fake's request handling)")
 
 
+class _PeakRSS:
+    """RSS sampled every 10 ms by a thread while the block runs."""
+
+    def __enter__(self) -> _PeakRSS:
+        gc.collect()
+        self.base = self.peak = rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+
+_FAKE_PROCESS = """
+import asyncio, sys
+from callscaler_async.testing import FakeCallScaler
+
+calls, period = int(sys.argv[1]), float(sys.argv[2])
+
+async def main():
+    async with FakeCallScaler(
+        calls=calls, seed=3, rate_limit=60, period=period, algorithm="sliding",
+        history_days=365,
+    ) as fake:
+        print(fake.base_url, fake.api_key, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+asyncio.run(main())
+"""
+
+
+async def strategies(calls: int, period: float, window_days: int) -> list[dict[str, float]]:
+    """(4) The same sync by pages and by export, at the real budget's shape scaled in time.
+
+    The fake runs in a child process (the real API is elsewhere too), holds ``calls`` calls
+    spread over 365 days and admits 60 requests per ``period`` seconds (sliding log, as
+    strict as any window algorithm); the client's gate is set to the same 60 per ``period``.
+    Each strategy syncs the whole year into a JSON Lines file with a JSON checkpoint file,
+    one after the other, with a full period between them so that each starts from a full
+    budget. "pages minimum" is the least time any client needs for the pages strategy's
+    requests at that rate (``minimum_seconds``): what paging cannot beat. CPU and RSS are
+    this (client) process's.
+    """
+    since = dt.datetime(2025, 11, 1, tzinfo=dt.UTC)
+    until = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    limit = cs.RateLimit(requests=60, period=period)
+    rows: list[dict[str, float]] = []
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _FAKE_PROCESS, str(calls), str(period),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=300)
+        base_url, api_key = line.decode().split()
+        for strategy in ("pages", "export"):
+            await asyncio.sleep(period)  # a full budget for each
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / "calls.jsonl"
+                async with cs.CallScaler(
+                    api_key, base_url=base_url, rate_limit=limit, business=f"bench-{strategy}"
+                ) as client:
+                    job = client.calls.sync(
+                        since=since, until=until, window=dt.timedelta(days=window_days),
+                        strategy=strategy,  # type: ignore[arg-type]
+                    )  # fmt: skip
+                    with _PeakRSS() as rss:
+                        start, cpu = time.perf_counter(), time.process_time()
+                        summary = await job.run(
+                            JSONLinesSink(out), store=JSONFileStore(Path(tmp) / "cp.json")
+                        )
+                        elapsed = time.perf_counter() - start
+                        cpu = time.process_time() - cpu
+                with out.open("rb") as handle:
+                    lines = sum(1 for _ in handle)
+            assert summary.items == lines == calls, (summary.items, lines)
+            assert summary.strategy == strategy, summary.strategy
+            rows.append({
+                "requests": summary.requests,
+                "elapsed": elapsed,
+                "cpu": cpu,
+                "limited": summary.rate_limited,
+                "rss_base": rss.base,
+                "rss_peak": rss.peak,
+                "windows_redone": summary.windows_redone,
+            })  # fmt: skip
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+    pages_minimum = minimum_seconds(int(rows[0]["requests"]), 60, period)
+    for row in rows:
+        row["pages_minimum"] = pages_minimum
+    return rows
+
+
+def print_strategies(rows: list[dict[str, float]], calls: int, period: float, days: int) -> None:
+    pages, export = rows
+    print()
+    print(f"(4) calls.sync() of {calls:,} calls over 365 days, {days}-day windows, fake API in")
+    print("    a child process,")
+    print(f"    sliding log at 60 requests per P = {period:g} s (the real 60/min scaled in time),")
+    print("    JSON Lines sink + JSON checkpoint file; one run each, side by side")
+    print(f"    pages minimum: the least time for the pages requests at 60 per {period:g} s "
+          f"= {pages['pages_minimum']:.1f} s")  # fmt: skip
+    head = f"    {'strategy':<10}{'requests':>9}{'429s':>6}{'elapsed s':>11}"
+    print(head + f"{'/ pages min':>12}{'CPU s':>7}{'RSS peak above base':>21}{'redone':>8}")
+    for name, row in (("pages", pages), ("export", export)):
+        print(
+            f"    {name:<10}{row['requests']:>9,.0f}{row['limited']:>6.0f}{row['elapsed']:>11.2f}"
+            f"{row['elapsed'] / row['pages_minimum']:>12.3f}{row['cpu']:>7.1f}"
+            f"{row['rss_peak'] - row['rss_base']:>18.1f} MB{row['windows_redone']:>8.0f}"
+        )
+    print(f"    export vs pages: {pages['requests'] / export['requests']:.1f}x fewer requests, "
+          f"{pages['elapsed'] / export['elapsed']:.1f}x less elapsed "
+          f"(RSS baseline {pages['rss_base']:.0f} MB)")  # fmt: skip
+    print("    (CPU and RSS: the client's process; 429s: those the client received)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=20)
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--sqlite-only", action="store_true", help="only section (3)")
+    parser.add_argument("--period", type=float, default=2.0, help="P of section (4)")
+    parser.add_argument(
+        "--window-days", type=int, default=30, help="windows of section (4), both strategies"
+    )
+    parser.add_argument("--strategies-only", action="store_true", help="section (4) alone")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of section (4) alone")
     args = parser.parse_args()
     if args.sqlite_only:
         with tempfile.TemporaryDirectory() as tmp:
             print_sqlite(await sqlite_store(args.calls, Path(tmp)))
+        return
+    if args.strategies_only:
+        ratios = []
+        for _ in range(args.repeat):
+            rows = await strategies(args.calls, args.period, args.window_days)
+            print_strategies(rows, args.calls, args.period, args.window_days)
+            pages, export = rows
+            ratios.append(
+                (pages["requests"] / export["requests"], pages["elapsed"] / export["elapsed"])
+            )
+        if args.repeat > 1:
+            print()
+            print(f"    over {args.repeat} runs, min / median / max:")
+            for label, values in (("fewer requests", [r for r, _ in ratios]),
+                                  ("less elapsed  ", [e for _, e in ratios])):  # fmt: skip
+                v = sorted(values)
+                print(f"    {label} {v[0]:.1f} / {v[len(v) // 2]:.1f} / {v[-1]:.1f}x")
         return
     sequential, concurrent = await paging(args.pages)
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,6 +447,8 @@ async def main() -> None:
     print("     request handling; tracemalloc is measured in a second, separate pass)")
     with tempfile.TemporaryDirectory() as tmp:
         print_sqlite(await sqlite_store(args.calls, Path(tmp)))
+    rows = await strategies(args.calls, args.period, args.window_days)
+    print_strategies(rows, args.calls, args.period, args.window_days)
 
 
 if __name__ == "__main__":

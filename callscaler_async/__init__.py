@@ -43,7 +43,7 @@ from ._version import __version__
 from .models import *  # noqa: F403
 from .models import __all__ as _models_all
 from .ratelimit import BusinessRateGate, RateLimit, RateLimitSnapshot
-from .resources import NOT_GIVEN, Download
+from .resources import NOT_GIVEN, CallExport, Download
 
 if TYPE_CHECKING:
     from .ratelimit.redis import RedisRateLimiter
@@ -67,6 +67,7 @@ __all__ = [
     "BusinessRateGate",
     "CallScaler",
     "CallScalerError",
+    "CallExport",
     "Download",
     "InconsistentPagesError",
     "InternalServerError",

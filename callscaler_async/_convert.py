@@ -21,6 +21,7 @@ that use it, all of which run after the first decode or encode.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -42,7 +43,9 @@ if TYPE_CHECKING:
     from cattrs.errors import ClassValidationError
 
 __all__ = [
+    "CSVRowDecoder",
     "converter",
+    "csv_columns",
     "decode",
     "decode_list",
     "encode",
@@ -970,3 +973,151 @@ def encode(obj: Any) -> Any:
     2500
     """
     return _detailed_converter().unstructure(obj)
+
+
+# -- the CSV dialect ------------------------------------------------------------------------
+#
+# A CSV export carries every value as text. Each cell is turned into the JSON value the same
+# field would have in a JSON answer, chosen by the field's type: an empty cell is null,
+# ``true``/``false`` a bool, integers (``*_cents`` included) and numbers are parsed strictly;
+# UUIDs, timestamps and enum values stay strings. The result goes through ``decode``, so
+# both formats share every hook (unknown enum values kept, UTC timestamps, Money).
+
+_CSV_INT = re.compile(r"-?[0-9]+")
+_CSV_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+def _csv_text(cell: str) -> str:
+    return cell
+
+
+def _csv_int(cell: str) -> int:
+    if _CSV_INT.fullmatch(cell):
+        return int(cell)
+    raise ValueError(f"expected an integer, got {_quote(cell)}")
+
+
+def _csv_number(cell: str) -> int | float:
+    if _CSV_INT.fullmatch(cell):
+        return int(cell)
+    if _CSV_NUMBER.fullmatch(cell):
+        return float(cell)  # finite: the pattern has no inf or nan
+    raise ValueError(f"expected a number, got {_quote(cell)}")
+
+
+def _csv_bool(cell: str) -> bool:
+    if cell == "true":
+        return True
+    if cell == "false":
+        return False
+    raise ValueError(f"expected true or false, got {_quote(cell)}")
+
+
+def _csv_cell_parser(type_: Any) -> Callable[[str], Any]:
+    inner = _without_none(type_) or type_
+    if inner is bool:
+        return _csv_bool
+    if inner is int or inner is Money:
+        return _csv_int
+    if inner is float:
+        return _csv_number
+    return _csv_text  # str, UUID, datetime, open enums: the JSON form is the text itself
+
+
+def csv_columns(model: type[Any]) -> tuple[str, ...]:
+    """The columns a CSV export of ``model`` must carry: its JSON keys, in field order."""
+    renames = _money_renames(model)
+    return tuple(renames.get(f.name, f.name) for f in attrs.fields(model))
+
+
+class CSVRowDecoder:
+    """Rows of a CSV export (under ``header``) -> ``model`` objects, through ``decode``.
+
+    Columns the model does not know are ignored (like unknown JSON fields); a column the
+    model needs but the header lacks reads as null (``missing`` lists them). A bad cell is a
+    ``ResponseDecodeError`` naming the row (1 = the first row after the header) and column.
+
+    >>> rows = CSVRowDecoder(["id", "status", "started_at", "duration_seconds"], Call)
+    >>> rows(["a1b2c3d4-e5f6-7890-abcd-ef1234567890", "transferred", "2026-03-23T14:30:00Z",
+    ...       ""], 1).status
+    CallStatus('transferred')
+    """
+
+    def __init__(self, header: list[str] | tuple[str, ...], model: type[Any]) -> None:
+        self.header = tuple(header)
+        self.model = model
+        attrs.resolve_types(model)
+        renames = _money_renames(model)
+        types = {renames.get(f.name, f.name): f.type for f in attrs.fields(model)}
+        self.missing = tuple(key for key in types if key not in self.header)
+        self._columns = tuple(
+            (index, key, _csv_cell_parser(types[key]))
+            for index, key in enumerate(self.header)
+            if key in types and key not in self.header[:index]  # a repeated column: the first
+        )
+        self._width = len(self.header)
+        self._fast = self._make_fast()
+        self._structure = _fast_hook(model)
+
+    def _make_fast(self) -> Callable[[list[str]], dict[str, Any]]:
+        """The cells -> JSON values step as one generated expression: text columns inline
+        (``cell or None``), the others through their parser. A row it cannot convert goes
+        the slow way, which names the bad cell."""
+        namespace: dict[str, Any] = {}
+        items = []
+        for index, key, parse in self._columns:
+            if parse is _csv_text:
+                items.append(f"    {key!r}: c[{index}] or None,")
+            else:
+                namespace[f"__p{index}"] = parse
+                items.append(f"    {key!r}: __p{index}(x) if (x := c[{index}]) else None,")
+        source = "def cells_to_json(c):\n  return {\n" + "\n".join(items) + "\n  }"
+        exec(compile(source, f"<callscaler CSV {_model_name(self.model)}>", "exec"), namespace)
+        fast: Callable[[list[str]], dict[str, Any]] = namespace["cells_to_json"]
+        return fast
+
+    def __call__(self, cells: list[str], row: int) -> Any:
+        if len(cells) == self._width:
+            try:
+                return self._structure(self._fast(cells), self.model)
+            except Exception:
+                pass  # again below, slowly, to say which cell and why
+        return self._slow(cells, row)
+
+    def _slow(self, cells: list[str], row: int) -> Any:
+        if len(cells) != len(self.header):
+            raise ResponseDecodeError(
+                f"row has {len(cells)} cells, the header {len(self.header)}",
+                path=f"row {row}",
+                model=_model_name(self.model),
+                row=row,
+            )
+        obj: dict[str, Any] = {}
+        for index, key, parse in self._columns:
+            cell = cells[index]
+            if not cell:
+                obj[key] = None
+                continue
+            try:
+                obj[key] = parse(cell)
+            except ValueError as exc:
+                raise self._error(str(exc), row, key) from None
+        try:
+            return decode(obj, self.model)
+        except ResponseDecodeError as exc:
+            column = exc.path[2:] if exc.path.startswith("$.") else exc.path
+            message = exc.message
+            if column not in self.header:
+                message = "required column missing from the header"
+            elif obj.get(column) is None:
+                message = "required cell empty"
+            raise self._error(message, row, column) from exc
+
+    def _error(self, message: str, row: int, column: str) -> ResponseDecodeError:
+        return ResponseDecodeError(
+            message,
+            path=f"row {row}, column {column!r}",
+            model=_model_name(self.model),
+            row=row,
+            column=column,
+        )

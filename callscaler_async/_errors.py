@@ -169,14 +169,26 @@ class ResponseDecodeError(CallScalerError):
     """A successful response whose body does not fit the expected model.
 
     ``path`` is the JSON path of the offending value (``$.data.calls[3].started_at``),
-    ``model`` the name of the class being built.
+    ``model`` the name of the class being built. In a CSV export ``path`` reads
+    ``row 12, column 'started_at'``, and ``row`` (1 = the first row after the header) and
+    ``column`` say the same as values.
     """
 
-    def __init__(self, message: str, *, path: str = "$", model: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str = "$",
+        model: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.path = path
         self.model = model
+        self.row = row
+        self.column = column
 
     def __str__(self) -> str:
         model = f" decoding {self.model}" if self.model else ""

@@ -551,7 +551,9 @@ async def test_sync_rewalks_a_window_whose_total_changes() -> None:
             fake.faults.insert_calls_per_list_request = 1
 
         client._transport.hooks.on_request.append(mutate)
-        sync = client.calls.sync(since=since, until=until, window=dt.timedelta(days=200))
+        sync = client.calls.sync(
+            since=since, until=until, window=dt.timedelta(days=200), strategy="pages"
+        )
         got = ids([c async for c in sync])
         assert len(got) == len(set(got))
         still_there = original & {c["id"] for c in fake.calls_data}

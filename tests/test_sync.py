@@ -285,7 +285,7 @@ async def test_sqlite_store_and_csv_sink(tmp_path: Path) -> None:
             with pytest.raises(Crash):
                 await job.run(flaky, store=store, key="k")
             sink = CSVSink(out)
-            crashing = _CrashAfter(sink, 5)
+            crashing = _CrashAfter(sink, 2)
             with pytest.raises(Crash):
                 await client.calls.sync(since=SINCE, until=until).run(
                     crashing, store=store, key="k"
@@ -333,8 +333,9 @@ async def test_concurrent_paging_takes_a_few_round_trips() -> None:
             start = loop.time()
             # One window: 20 pages of 100 (the range holds every one of the 2000 calls).
             job = client.calls.sync(
-                since=SINCE, until=until, window=dt.timedelta(days=200), concurrency=8
-            )
+                since=SINCE, until=until, window=dt.timedelta(days=200), concurrency=8,
+                strategy="pages",
+            )  # fmt: skip
             got = [call async for call in job]
             elapsed = loop.time() - start
         assert len(got) == 2000 and job.pages == 20

@@ -39,7 +39,8 @@ WORKER = textwrap.dedent(
         )
         async with cs.CallScaler(api_key, base_url=base_url, rate_limiter=gate) as client:
             run = client.calls.sync(
-                since=dt.datetime.fromisoformat(since), until=dt.datetime.fromisoformat(until)
+                since=dt.datetime.fromisoformat(since), until=dt.datetime.fromisoformat(until),
+                strategy="pages",  # enough requests to show the budget shared
             )
             await run.run(JSONLinesSink(out), store=JSONFileStore(out + ".checkpoint.json"))
         await gate.aclose()

@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -216,8 +216,17 @@ def sync() -> None:
     "--checkpoint", type=click.Path(dir_okay=False, path_type=Path),
     help="Checkpoint file (default: OUT.checkpoint.json).",
 )  # fmt: skip
-@click.option("--window-days", type=click.IntRange(1, 366), default=7, show_default=True)
+@click.option(
+    "--window-days", type=click.IntRange(1, 366), default=None,
+    help="Date window per step [default: 7 by pages, 30 with export or auto].",
+)  # fmt: skip
 @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True)
+@click.option(
+    "--strategy", type=click.Choice(["auto", "pages", "export"]), default="auto",
+    show_default=True,
+    help="export: one export request per window, checked against the list's count; "
+    "pages: page through the list; auto: export when its header has every field.",
+)  # fmt: skip
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 @click.pass_obj
 def sync_calls(
@@ -228,8 +237,9 @@ def sync_calls(
     fmt: str | None,
     resume: bool,
     checkpoint: Path | None,
-    window_days: int,
+    window_days: int | None,
     concurrency: int,
+    strategy: Literal["auto", "pages", "export"],
     quiet: bool,
 ) -> None:
     """Every call of [--since, --until] exactly once into --out, resumable after a crash.
@@ -250,7 +260,7 @@ def sync_calls(
             lambda: _sync_calls(
                 client, start=start, end=end, out=out, fmt=fmt, resume=resume,
                 checkpoint=checkpoint, window_days=window_days, concurrency=concurrency,
-                quiet=quiet,
+                strategy=strategy, quiet=quiet,
             )
         ),
     )  # fmt: skip
@@ -307,17 +317,19 @@ async def _interruptible(make: Callable[[], Coroutine[Any, Any, None]]) -> int:
 
 async def _sync_calls(
     client: CallScaler, *, start: dt.datetime | dt.date, end: dt.datetime | dt.date | None,
-    out: Path, fmt: str, resume: bool, checkpoint: Path, window_days: int, concurrency: int,
-    quiet: bool,
+    out: Path, fmt: str, resume: bool, checkpoint: Path, window_days: int | None,
+    concurrency: int, strategy: Literal["auto", "pages", "export"], quiet: bool,
 ) -> None:  # fmt: skip
-    window = dt.timedelta(days=window_days)
+    window = dt.timedelta(days=window_days) if window_days else None
     # A database holds its calls and its checkpoint in one file, committed together: there
     # is no second file to drift from it, and no partial file to rename.
     database = SQLiteStore(out) if fmt == "sqlite" else None
     holder = out if database is not None else checkpoint
     async with client:
         # (A signal before the sync starts cancels this as well: nothing was written yet.)
-        job = client.calls.sync(since=start, until=end, window=window, concurrency=concurrency)
+        job = client.calls.sync(
+            since=start, until=end, window=window, concurrency=concurrency, strategy=strategy
+        )
         store = database if database is not None else JSONFileStore(checkpoint)
         key = f"calls:{client.business}"
         previous = await store.load(key) if resume else None
@@ -347,7 +359,7 @@ async def _sync_calls(
                     return
                 job = client.calls.sync(
                     since=previous.until + dt.timedelta(seconds=1), until=job.until,
-                    window=window, concurrency=concurrency,
+                    window=window, concurrency=concurrency, strategy=strategy,
                 )  # fmt: skip
                 continued = job.new_checkpoint()
                 continued.delivered = previous.delivered
@@ -412,7 +424,10 @@ async def _sync_calls(
                     err=True,
                 )
         else:
-            click.echo(f"synced {summary.items:,} calls to {out} ({fmt})", err=True)
+            click.echo(
+                f"synced {summary.items:,} calls to {out} ({fmt}) by {summary.strategy}, "
+                f"{summary.requests:,} requests", err=True,
+            )  # fmt: skip
         if database is not None:
             click.echo(
                 f'query it: sqlite3 {out} "select status, count(*) from calls group by 1"',

@@ -3,7 +3,16 @@
 from .account import Account
 from .analytics import Analytics
 from .call_flows import CallFlows
-from .calls import Calls, Download
+from .calls import CallExport, Calls, Download
 from .numbers import NOT_GIVEN, Numbers
 
-__all__ = ["NOT_GIVEN", "Account", "Analytics", "CallFlows", "Calls", "Download", "Numbers"]
+__all__ = [
+    "NOT_GIVEN",
+    "Account",
+    "Analytics",
+    "CallExport",
+    "CallFlows",
+    "Calls",
+    "Download",
+    "Numbers",
+]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import codecs
-import csv
+import contextlib
 import datetime as dt
 import os
 import tempfile
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import aiohttp
+
+from .._convert import CSVRowDecoder, csv_columns
+from .._csv import CSVRecords
+from .._errors import APIConnectionError, APITimeoutError, ResponseDecodeError
 from .._pagination import AsyncPaginator, Page
 from .._params import (
     check_per_page,
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from .._client import CallScaler
     from ..sync import CallSync
 
-__all__ = ["Calls", "Download"]
+__all__ = ["CallExport", "Calls", "Download"]
 
 CallStatusFilter = Literal["answered", "missed", "voicemail"] | CallStatus | str
 
@@ -119,19 +122,27 @@ class Calls(Resource):
         *,
         since: dt.datetime | dt.date,
         until: dt.datetime | dt.date | None = None,
-        window: dt.timedelta = dt.timedelta(days=7),
+        window: dt.timedelta | None = None,
         concurrency: int = 8,
+        strategy: Literal["auto", "pages", "export"] = "auto",
     ) -> CallSync:
         """Every call of ``[since, until]`` exactly once, fast; ``until`` is pinned now.
 
         ``async for call in client.calls.sync(since=...)`` or
         ``await client.calls.sync(since=...).run(sink, store=...)`` (checkpointed, resumable).
+
+        ``strategy``: ``"export"`` takes each window in one export request, checked against
+        the list's count (a window that does not check out is walked by pages); ``"pages"``
+        pages through the list; ``"auto"`` uses the export when its header carries every
+        field of ``Call``, else pages (logged at INFO). ``window``: 7 days by pages, 30 days
+        with ``export`` or ``auto`` (two requests a window, whatever its size).
         """
         from ..sync import CallSync
 
         return CallSync(
-            self._client, since=since, until=until, window=window, concurrency=concurrency
-        )
+            self._client, since=since, until=until, window=window, concurrency=concurrency,
+            strategy=strategy,
+        )  # fmt: skip
 
     def recording(self, call_id: uuid.UUID | str) -> Download:
         """The call's audio, streamed: ``async for chunk in ...`` or ``await ....save(path)``.
@@ -141,7 +152,7 @@ class Calls(Resource):
         cid = format_id(call_id, name="call_id")
         return Download(self._client, f"calls/{cid}/recording", route="calls/{id}/recording")
 
-    async def export(
+    def export(
         self,
         *,
         date_from: dt.datetime | dt.date | None = None,
@@ -150,12 +161,18 @@ class Calls(Resource):
         number_id: uuid.UUID | str | None = None,
         call_flow_id: uuid.UUID | str | None = None,
         qualified: bool | None = None,
-    ) -> AsyncIterator[dict[str, str]]:
-        """The CSV export, parsed row by row as it streams (any size, constant memory).
+    ) -> CallExport:
+        """The CSV export of the calls ``list`` would give for the same filters, streamed.
+
+        ``async for row in ...`` gives each row as a ``dict[str, str]`` (the text as sent);
+        ``async for call in ....calls()`` gives ``Call`` models. One request per iteration,
+        whatever the size; constant memory.
 
         >>> async def rows(client) -> None:
         ...     async for row in client.calls.export(status="missed"):
         ...         print(row["id"], row["caller_number"])
+        ...     async for call in client.calls.export(status="missed").calls():
+        ...         print(call.id, call.started_at)
         """
         params = call_filters(
             date_from=date_from,
@@ -165,9 +182,104 @@ class Calls(Resource):
             call_flow_id=call_flow_id,
             qualified=qualified,
         )
-        download = Download(self._client, "calls/export", route="calls/export", params=params)
-        async for row in _csv_rows(download):
-            yield row
+        return CallExport(self._client, params)
+
+
+class CallExport:
+    """``GET calls/export`` for some filters; nothing is sent until it is iterated.
+
+    ``async for row in export``: ``dict[str, str]`` rows, the CSV text as sent.
+    ``async for call in export.calls()``: ``Call`` models through the same converter as
+    ``calls.list``, with the CSV dialect (empty cell = null, ``true``/``false``, integer
+    cents, ISO timestamps, UUIDs, unknown enum values kept; unknown columns ignored). A bad
+    cell is a ``ResponseDecodeError`` whose ``row`` (1 = the first row after the header) and
+    ``column`` say where; a stream that breaks is an ``APIConnectionError``.
+
+    ``header`` is the header row once it arrived; ``missing_columns`` the ``Call`` fields it
+    lacks (such fields read as None).
+    """
+
+    def __init__(self, client: CallScaler, params: dict[str, str]) -> None:
+        self._client = client
+        self.params = params
+        self.header: tuple[str, ...] | None = None
+
+    @property
+    def missing_columns(self) -> tuple[str, ...]:
+        if self.header is None:
+            return ()
+        return tuple(column for column in csv_columns(Call) if column not in self.header)
+
+    def __aiter__(self) -> AsyncIterator[dict[str, str]]:
+        return self._dicts()
+
+    async def _dicts(self) -> AsyncIterator[dict[str, str]]:
+        async with contextlib.aclosing(self._records()) as records:
+            async for batch in records:
+                header = self.header or ()
+                for _, cells in batch:
+                    yield dict(zip(header, cells, strict=False))
+
+    async def calls(self) -> AsyncIterator[Call]:
+        """The rows as ``Call`` models, in the order the server sent them."""
+        async with contextlib.aclosing(self.call_batches()) as batches:
+            async for batch in batches:
+                for call in batch:
+                    yield call
+
+    async def call_batches(
+        self, on_header: Callable[[tuple[str, ...]], None] | None = None
+    ) -> AsyncGenerator[list[Call], None]:
+        """The models as they arrive, one list per chunk read (possibly empty).
+
+        ``on_header`` sees the header row before any row is decoded; what it raises ends the
+        export there (the rest of the body is never read).
+        """
+        decoder: CSVRowDecoder | None = None
+        async with contextlib.aclosing(self._records(on_header)) as records:
+            async for batch in records:
+                if decoder is None:
+                    decoder = CSVRowDecoder(self.header or (), Call)
+                yield [decoder(cells, number) for number, cells in batch]
+
+    async def _records(
+        self, on_header: Callable[[tuple[str, ...]], None] | None = None
+    ) -> AsyncGenerator[list[tuple[int, list[str]]], None]:
+        """``(row number, cells)`` of the rows after the header, a list per chunk read."""
+        self.header = None
+        download = Download(self._client, "calls/export", route="calls/export", params=self.params)
+        stream = CSVRecords()
+        number = 0
+
+        def numbered(records: list[list[str]]) -> list[tuple[int, list[str]]]:
+            nonlocal number
+            if self.header is None and records:
+                self.header = tuple(records[0])
+                records = records[1:]
+                if on_header is not None:
+                    on_header(self.header)
+            out = []
+            for cells in records:
+                number += 1
+                out.append((number, cells))
+            return out
+
+        async with contextlib.aclosing(download._chunks()) as chunks:
+            async for chunk in chunks:
+                rows = numbered(stream.feed(chunk))
+                if self.header is not None:  # nothing before the whole header line arrived
+                    yield rows
+        last = numbered(stream.finish())
+        if stream.unterminated:
+            raise ResponseDecodeError(
+                "the export ended inside a quoted cell",
+                path=f"row {number}",
+                model="Call",
+                row=number,
+            )
+        if self.header is None:
+            numbered([[]])  # an empty body: no header, no rows
+        yield last
 
 
 class Download:
@@ -191,15 +303,28 @@ class Download:
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks()
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         transport = self._client._transport
         async with transport.stream(
             "GET", self._path, options=self._client._options, params=self._params, route=self._route
         ) as resp:
             self.content_type = resp.content_type
             self.content_length = resp.content_length
-            async for chunk in resp.content.iter_chunked(_CHUNK):
-                yield chunk
+            # A body that breaks after the headers is a connection error like any other (the
+            # transport retries only before the body starts).
+            try:
+                async for chunk in resp.content.iter_chunked(_CHUNK):
+                    yield chunk
+            except TimeoutError as exc:
+                raise APITimeoutError(
+                    f"no data for {self._client._options.timeout} s in the body of GET "
+                    f"{self._route}", method="GET", url=self._route,
+                ) from exc  # fmt: skip
+            except aiohttp.ClientError as exc:
+                raise APIConnectionError(
+                    f"the body of GET {self._route} broke off: {type(exc).__name__}",
+                    method="GET", url=self._route,
+                ) from exc  # fmt: skip
 
     async def save(self, destination: str | os.PathLike[str]) -> int:
         """Write the body to ``destination``; returns the bytes written.
@@ -225,57 +350,3 @@ class Download:
             Path(temp_name).unlink(missing_ok=True)
             raise
         return written
-
-
-class _LineFeed(Iterator[str]):
-    """Lines handed to ``csv.reader`` only when they form complete records."""
-
-    def __init__(self) -> None:
-        self.lines: deque[str] = deque()
-
-    def __next__(self) -> str:
-        if not self.lines:
-            raise StopIteration
-        return self.lines.popleft()
-
-
-async def _csv_rows(download: Download) -> AsyncIterator[dict[str, str]]:
-    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
-    feed = _LineFeed()
-    reader = csv.reader(feed)
-    header: list[str] | None = None
-    pending = ""  # text of an unfinished line
-    record: list[str] = []  # lines of a record whose quotes are still open
-    quotes = 0
-
-    def rows_from(lines: list[str]) -> Iterator[list[str]]:
-        nonlocal quotes
-        for line in lines:
-            record.append(line)
-            quotes += line.count('"')
-            if quotes % 2 == 0:
-                feed.lines.extend(record)
-                record.clear()
-                quotes = 0
-                yield from reader
-
-    async for chunk in download:
-        text = pending + decoder.decode(chunk)
-        lines = text.splitlines(keepends=True)
-        pending = lines.pop() if lines and not lines[-1].endswith(("\n", "\r")) else ""
-        for row in rows_from(lines):
-            if header is None:
-                header = row
-            elif row:
-                yield dict(zip(header, row, strict=False))
-    tail = pending + decoder.decode(b"", final=True)
-    for row in rows_from([tail] if tail else []):
-        if header is None:
-            header = row
-        elif row:
-            yield dict(zip(header, row, strict=False))
-    if record:
-        feed.lines.extend(record)
-        for row in reader:
-            if header is not None and row:
-                yield dict(zip(header, row, strict=False))

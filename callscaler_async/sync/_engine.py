@@ -13,7 +13,10 @@ How a sync gets every call of ``[since, until]`` exactly once, fast:
    added) is walked again; ids already delivered from that window are skipped, so the
    shifted offsets cost a few requests, not a lost or duplicated call. Items outside the
    window's bounds are dropped (their own window delivers them).
-4. The checkpoint records finished windows and the ids delivered from the window in
+4. With ``strategy="export"`` (or ``"auto"``, the default, when the export carries every
+   field), a window is one export request checked against the list's count; a window whose
+   export does not check out is walked by pages (``_export``).
+5. The checkpoint records finished windows and the ids delivered from the window in
    progress; it is saved only after the sink returned for a batch.
 """
 
@@ -33,6 +36,7 @@ from .._errors import CallScalerError
 from ..models import Call
 from ..ratelimit import RateLimit, RateLimitSnapshot
 from ._checkpoint import CheckpointStore, MemoryStore, SyncCheckpoint, SyncCheckpointError
+from ._export import ExportPlan, Strategy, walk_window_by_export
 from ._sinks import Sink, as_sink
 from ._sqlite import CheckpointedSink
 
@@ -78,11 +82,30 @@ class SyncProgress:
     remaining: int | None = None  # the server's latest X-RateLimit-Remaining
     window: tuple[dt.datetime, dt.datetime] | None = None  # the window being delivered
     reset_in: float | None = None  # seconds to the server's X-RateLimit-Reset, when known
+    strategy: str = "pages"  # "export" once the sync delivers by export
 
     @property
     def finished(self) -> bool:
         """Every window is delivered."""
         return self.windows_done >= self.windows
+
+    @property
+    def requests_left(self) -> int | None:
+        """Requests the rest of the sync still needs, by its strategy (None: not known yet).
+
+        By pages one per 100 calls left, plus a first page per window not started; by export
+        two per window not finished (its count and its export), whatever its size.
+        """
+        if self.strategy == "export":
+            return 2 * max(self.windows - self.windows_done, 0)
+        total = self.estimated_total
+        if total is None:
+            return None
+        if self.finished:
+            return 0
+        # Each window not finished needs a page at least, even with every counted call in.
+        left = max(total - self.delivered, 0)
+        return math.ceil(left / _PER_PAGE) + max(self.windows - self.windows_done - 1, 0)
 
     @property
     def estimated_total(self) -> int | None:
@@ -122,9 +145,7 @@ class SyncProgress:
             return 0.0
         left = max(total - self.delivered, 0)
         elapsed = self.elapsed + waited
-        # Each window not finished needs a page at least, even with every counted call in.
-        pages_left = math.ceil(left / _PER_PAGE) + self.windows - self.windows_done - 1
-        pages_left = max(pages_left, 1)
+        pages_left = max(self.requests_left or 0, 1)
         estimates: list[float] = []
         limit = self.rate_limit
         if limit is not None and self.requests <= limit.requests * (1 + elapsed / limit.period):
@@ -154,6 +175,10 @@ class SyncSummary:
     until: dt.datetime
     resumed: bool
     rate_limit: RateLimit | None = None  # what ``minimum`` assumed
+    strategy: str = "pages"  # what ran: "export" (windows by export) or "pages"
+    windows_exported: int = 0  # windows delivered by one export each, count verified
+    # (an empty window takes its count request only and is in neither figure)
+    windows_redone: int = 0  # windows walked by pages after their export did not check out
 
     @property
     def elapsed_over_minimum(self) -> float | None:
@@ -188,6 +213,17 @@ def minimum_seconds(requests: int, limit: int, period: float) -> float:
     return (math.ceil(requests / limit) - 1) * period
 
 
+def default_window(strategy: str) -> dt.timedelta:
+    """The date window a sync takes when none is given.
+
+    By pages a window's size hardly changes the requests (one per 100 calls); by export each
+    window costs two requests whatever its size, so its windows are larger. A larger window
+    also costs more to redo (by pages) when its export does not check out, and a resume
+    exports the window in progress again.
+    """
+    return dt.timedelta(days=7 if strategy == "pages" else 30)
+
+
 def _aware(value: dt.datetime | dt.date, name: str) -> dt.datetime:
     if isinstance(value, dt.datetime):
         if value.tzinfo is None or value.utcoffset() is None:
@@ -212,11 +248,16 @@ class CallSync:
         *,
         since: dt.datetime | dt.date,
         until: dt.datetime | dt.date | None = None,
-        window: dt.timedelta = dt.timedelta(days=7),
+        window: dt.timedelta | None = None,
         concurrency: int = 8,
         windows_ahead: int = 4,
+        strategy: Strategy = "auto",
     ) -> None:
         self._client = client
+        if window is None:
+            window = default_window(strategy)
+        self.strategy = strategy
+        self._plan = ExportPlan(strategy)  # checks ``strategy``
         self.since = _aware(since, "since")
         self.until = (
             _aware(until, "until")
@@ -233,6 +274,7 @@ class CallSync:
         self.concurrency = concurrency
         self.windows_ahead = windows_ahead
         self.pages = 0
+        self.counts = 0  # per_page=1 requests checking an export
         self.rewalks = 0
         self.delivered = 0
         self.total_estimate: int | None = None
@@ -259,7 +301,10 @@ class CallSync:
         self, checkpoint: SyncCheckpoint, index: int, skip: set[str]
     ) -> AsyncGenerator[list[Call], None]:
         start, last = self._bounds(checkpoint, index)
-        walk = self._walk_range(start, last, set(skip), index=index, top=True)
+        if self._plan.mode == "pages":
+            walk = self._walk_range(start, last, set(skip), index=index, top=True)
+        else:
+            walk = walk_window_by_export(self, self._plan, start, last, set(skip), index=index)
         async with contextlib.aclosing(walk):
             async for batch in walk:
                 yield batch
@@ -510,6 +555,7 @@ class CallSync:
                         else self._bounds(checkpoint, checkpoint.windows_done)
                     ),
                     reset_in=self._reset_in(snapshot),
+                    strategy=self._plan.strategy,
                 )
             )
 
@@ -570,6 +616,9 @@ class CallSync:
             until=checkpoint.until,
             resumed=resumed,
             rate_limit=limit,
+            strategy=self._plan.strategy,
+            windows_exported=self._plan.windows_exported,
+            windows_redone=self._plan.windows_redone,
         )
 
     def _reset_in(self, snapshot: RateLimitSnapshot | None) -> float | None:
@@ -604,7 +653,8 @@ async def sync_businesses(
     since: dt.datetime | dt.date,
     until: dt.datetime | dt.date | None = None,
     store: CheckpointStore | None = None,
-    window: dt.timedelta = dt.timedelta(days=7),
+    window: dt.timedelta | None = None,
+    strategy: Strategy = "auto",
 ) -> list[SyncSummary]:
     """Sync several businesses at once, each through its own gate (one client per business).
 
@@ -616,7 +666,9 @@ async def sync_businesses(
         else dt.datetime.now(dt.UTC).replace(microsecond=0)
     )
     runs = [
-        client.calls.sync(since=since, until=pinned, window=window).run(sink, store=store)
+        client.calls.sync(since=since, until=pinned, window=window, strategy=strategy).run(
+            sink, store=store
+        )
         for client, sink in jobs
     ]
     return list(await asyncio.gather(*runs))

@@ -35,7 +35,6 @@ JSONDict = dict[str, Any]
 
 #: Fixed anchor of the seeded call history: 2026-11-01T00:00:00Z.
 DATA_ANCHOR_UNIX = calendar.timegm((2026, 11, 1, 0, 0, 0, 0, 0, 0))
-_HISTORY_SECONDS = 120 * 86400
 
 #: Every Call field of the contract, in CSV column order.
 CALL_FIELDS: tuple[str, ...] = (
@@ -255,9 +254,11 @@ def _make_call(biz: Business, rng: random.Random, started: int) -> CallRecord:
 
 
 def build_business(
-    name: str, seed: int, *, calls: int, numbers: int, call_flows: int
+    name: str, seed: int, *, calls: int, numbers: int, call_flows: int, history_days: int = 120
 ) -> Business:
-    """Build one business's seeded data set: keys, call flows, numbers, calls, balance."""
+    """Build one business's seeded data set: keys, call flows, numbers, calls, balance.
+
+    Calls start in the ``history_days`` days before the anchor."""
     rng = random.Random(f"{seed}:{name}")
     biz = Business(name=name, rng=rng)
     admin = f"admin@{name}.example.com"
@@ -322,7 +323,7 @@ def build_business(
         }
 
     for _ in range(calls):
-        started = DATA_ANCHOR_UNIX - rng.randint(1, _HISTORY_SECONDS)
+        started = DATA_ANCHOR_UNIX - rng.randint(1, history_days * 86400)
         rec = _make_call(biz, rng, started)
         biz.calls.append(rec)
         biz.calls_by_id[rec.data["id"]] = rec

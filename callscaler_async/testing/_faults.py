@@ -14,7 +14,10 @@ from typing import Literal
 __all__ = ["Faults", "PendingFault"]
 
 FailBody = Literal["json", "html", "empty"]
-FaultKind = Literal["fail", "slow", "drop", "reset_mid_body", "truncate", "rate_limit", "redirect"]
+FaultKind = Literal[
+    "fail", "slow", "drop", "reset_mid_body", "truncate", "rate_limit", "redirect",
+    "export_cut", "export_count",
+]
 
 
 @dataclass(slots=True)
@@ -31,6 +34,8 @@ class PendingFault:
     header: bool = True
     body_retry_after: bool = True
     url: str = ""
+    rows: int = 0
+    clean: bool = False
 
 
 @dataclass
@@ -47,6 +52,10 @@ class Faults:
     total_jitter: int = 0
     short_pages: bool = False
     empty_page_at: int | None = None
+    #: ``calls/export`` sends no column of this name (header and rows), e.g. ``"created_at"``.
+    export_missing_column: str | None = None
+    #: ``calls/export`` sends one more column of this name (after ``status``), cells filled.
+    export_extra_column: str | None = None
     pending: list[PendingFault] = field(default_factory=list)
     # Calls to delete (at random positions) on each of the next list requests, in order.
     delete_calls_on_next_lists: list[int] = field(default_factory=list)
@@ -101,6 +110,21 @@ class Faults:
         random positions anywhere in the list, before answering (on top of
         ``delete_calls_per_list_request``)."""
         self.delete_calls_on_next_lists.extend(counts)
+
+    def cut_export_next(
+        self, n: int = 1, after_rows: int = 0, *, clean: bool = False
+    ) -> None:
+        """Cut the next ``n`` exports in the middle of the row after ``after_rows`` rows: the
+        connection closes (``clean=False``) or the body ends properly there (``clean=True``,
+        a server that lost the rest)."""
+        self.pending.append(
+            PendingFault("export_cut", n, "calls/export", rows=after_rows, clean=clean)
+        )
+
+    def miscount_export_next(self, n: int = 1, rows: int = -1) -> None:
+        """Make the next ``n`` exports disagree with the list's ``total``: ``rows < 0`` leaves
+        out that many rows (from the middle), ``rows > 0`` sends that many rows twice."""
+        self.pending.append(PendingFault("export_count", n, "calls/export", rows=rows))
 
     def take(self, path: str) -> list[PendingFault]:
         """Pop one unit of every queued fault matching ``path`` (server side)."""

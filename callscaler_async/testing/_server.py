@@ -55,6 +55,7 @@ import hashlib
 import hmac
 import io
 import math
+import operator
 import random
 import re
 import time
@@ -197,6 +198,7 @@ class FakeCallScaler:
         port: int = 0,
         storage_port: int = 0,
         clock_anchor_unix: float | None = None,
+        history_days: int = 120,
     ) -> None:
         self.seed = seed
         self.rate_limit = rate_limit
@@ -218,7 +220,8 @@ class FakeCallScaler:
         self._secret = storage_secret()
         self._businesses: dict[str, Business] = {
             "acme": build_business(
-                "acme", seed, calls=calls, numbers=numbers, call_flows=call_flows
+                "acme", seed, calls=calls, numbers=numbers, call_flows=call_flows,
+                history_days=history_days,
             ),
             "globex": build_business(
                 "globex", seed, calls=max(1, calls // 5), numbers=max(2, numbers // 5),
@@ -600,6 +603,9 @@ class FakeCallScaler:
             return self._error(
                 403, f"This API key's role ({key.role}) cannot modify {resource}", headers
             )
+        request["export_faults"] = {
+            k: f for k, f in kinds.items() if k in ("export_cut", "export_count")
+        }
         try:
             result = await handler(_Ctx(request, self, biz, key, ident, headers))
         except _ApiError as e:
@@ -894,7 +900,22 @@ class FakeCallScaler:
                                                  "Date": self._date()})
 
     async def _export_calls(self, ctx: _Ctx) -> web.StreamResponse:
+        # The list's filters and order; the columns are the list's fields (CALL_FIELDS).
         items = self._filter_calls(ctx.biz, ctx.request.query)
+        faults = self.faults
+        pending = ctx.request.get("export_faults", {})
+        columns = [f for f in CALL_FIELDS if f != faults.export_missing_column]
+        extra = faults.export_extra_column
+        if extra is not None:
+            columns.insert(columns.index("status") + 1, extra)
+        miscount = pending.get("export_count")
+        if miscount is not None and items:
+            middle = len(items) // 2
+            if miscount.rows < 0:
+                items = items[:middle] + items[middle - miscount.rows:]
+            else:
+                items = items[:middle] + items[middle:middle + miscount.rows] + items[middle:]
+        cut = pending.get("export_cut")
         resp = web.StreamResponse(status=200, headers={
             **ctx.headers, "Date": self._date(), "Content-Type": "text/csv; charset=utf-8",
             "Content-Disposition": 'attachment; filename="calls.csv"',
@@ -903,10 +924,32 @@ class FakeCallScaler:
         await resp.prepare(ctx.request)
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\r\n")
-        writer.writerow(CALL_FIELDS)
+        writer.writerow(columns)
+
+        known = [f for f in columns if f != extra]
+        at = columns.index(extra) if extra is not None else -1
+        cells = operator.itemgetter(*known)
+
+        def row(c: CallRecord) -> list[Any]:
+            out = ["" if v is None else ("true" if v else "false") if v is True or v is False
+                   else v for v in cells(c.data)]
+            if at >= 0:
+                out.insert(at, f"{extra}-{c.data['id'][:8]}")
+            return out
+
         for i in range(0, len(items), 200):
-            for c in items[i:i + 200]:
-                writer.writerow([_csv_cell(c.data[f]) for f in CALL_FIELDS])
+            for n, c in enumerate(items[i:i + 200], start=i):
+                if cut is not None and n == cut.rows:
+                    line = io.StringIO()
+                    csv.writer(line, lineterminator="\r\n").writerow(row(c))
+                    buf.write(line.getvalue()[: len(line.getvalue()) // 2])
+                    await resp.write(buf.getvalue().encode())
+                    if cut.clean:
+                        await resp.write_eof()
+                    elif ctx.request.transport is not None:
+                        ctx.request.transport.close()
+                    return resp
+                writer.writerow(row(c))
             await resp.write(buf.getvalue().encode())
             buf.seek(0)
             buf.truncate()
