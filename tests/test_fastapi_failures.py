@@ -81,7 +81,9 @@ async def get(url: str) -> httpx.Response:
 async def test_max_wait_refusal_is_503_with_retry_after_and_sends_nothing(
     fake: FakeCallScaler,
 ) -> None:
-    app = make_app(**kwargs(fake, rate_limit=cs.RateLimit(1, 60.0), max_wait=0.5))
+    # A share of one request a minute: the fake's higher limit and Remaining are the other
+    # shares' budget, so the second request must wait for this one's slot.
+    app = make_app(**kwargs(fake, rate_limit=cs.RateLimit(1, 60.0, share=True), max_wait=0.5))
     async with serve(app) as (url, _):
         assert (await get(url)).status_code == 200
         sent = fake.stats.requests
@@ -161,7 +163,7 @@ async def test_a_gate_wait_cut_off_by_shutdown_is_a_clean_503(
     fake: FakeCallScaler, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The graceful-shutdown timeout (0.5 s) is shorter than the wait at the gate (60 s)."""
-    app = make_app(**kwargs(fake, rate_limit=cs.RateLimit(1, 60.0)))
+    app = make_app(**kwargs(fake, rate_limit=cs.RateLimit(1, 60.0, share=True)))
     caplog.set_level(logging.INFO)
     async with serve(app, graceful=0.5) as (url, server):
         assert (await get(url)).status_code == 200

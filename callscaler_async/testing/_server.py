@@ -161,6 +161,8 @@ class _Ctx:
     key: ApiKey
     ident: str | None
     headers: dict[str, str]
+    # The export faults this request drew (taken with the others, before the handler runs).
+    export_faults: dict[str, Any] = field(default_factory=dict)
 
 
 Handler = Callable[[_Ctx], Awaitable[Payload]]
@@ -603,11 +605,9 @@ class FakeCallScaler:
             return self._error(
                 403, f"This API key's role ({key.role}) cannot modify {resource}", headers
             )
-        request["export_faults"] = {
-            k: f for k, f in kinds.items() if k in ("export_cut", "export_count")
-        }
+        export_faults = {k: f for k, f in kinds.items() if k in ("export_cut", "export_count")}
         try:
-            result = await handler(_Ctx(request, self, biz, key, ident, headers))
+            result = await handler(_Ctx(request, self, biz, key, ident, headers, export_faults))
         except _ApiError as e:
             return self._error(e.status, e.message, headers)
         if isinstance(result, web.StreamResponse):
@@ -903,7 +903,7 @@ class FakeCallScaler:
         # The list's filters and order; the columns are the list's fields (CALL_FIELDS).
         items = self._filter_calls(ctx.biz, ctx.request.query)
         faults = self.faults
-        pending = ctx.request.get("export_faults", {})
+        pending = ctx.export_faults
         columns = [f for f in CALL_FIELDS if f != faults.export_missing_column]
         extra = faults.export_extra_column
         if extra is not None:
