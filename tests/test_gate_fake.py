@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import pytest
 
@@ -231,3 +232,61 @@ async def test_low_priority_bulk_yields_to_interactive_calls() -> None:
         # An interactive call waits at most for the next free slot, not behind 50 bulk tasks.
         assert waited <= PERIOD + 0.5
         assert fake.stats.rate_limited == 0
+
+
+# ----------------------------------------------------- every algorithm, every start phase
+
+ALL_ALGORITHMS = ["fixed", "sliding", "bucket", "counter"]
+# Start phases of the server's aligned window: just after a boundary, half-way, just before.
+PHASES = [0.02, 0.5, 0.97]
+ANCHOR_WINDOWS = 895_000_000  # a Unix time far from ours: the gate learns the offset from Date
+
+
+def fake_at_phase(algorithm: str, phase: float, limit: int, period: float, **kwargs: object):
+    """A fake whose clock starts at ``phase`` of one of its aligned windows."""
+    anchor = ANCHOR_WINDOWS * period + phase * period
+    return FakeCallScaler(
+        rate_limit=limit, period=period, algorithm=algorithm, clock_anchor_unix=anchor,
+        **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("algorithm", ALL_ALGORITHMS)
+async def test_two_concurrent_walks_earn_no_429(algorithm: str, phase: float) -> None:
+    """Two ``async for`` walks of one business, 80 pages at 10 per 2 s."""
+    limit, period = 10, 2.0
+    async with fake_at_phase(algorithm, phase, limit, period, calls=400) as fake:
+        async with cs.CallScaler(
+            fake.api_key, base_url=fake.base_url, rate_limit=cs.RateLimit(limit, period),
+            business=business(),
+        ) as client:  # fmt: skip
+
+            async def walk() -> int:
+                return len([c async for c in client.calls.list(per_page=10)])
+
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            counts = await asyncio.gather(walk(), walk())
+            elapsed = loop.time() - start
+        assert counts == [400, 400]
+        assert fake.stats.rate_limited == 0, [
+            (round(r.time, 3), r.status) for r in fake.stats.log
+        ]
+        assert fake.stats.requests == 80
+        # Not much slower than the server's own minimum (from a full budget at this phase).
+        assert elapsed <= server_minimum(algorithm, 80, limit, period, phase) * 1.10 + 0.5
+
+
+def server_minimum(algorithm: str, n: int, limit: int, period: float, phase: float) -> float:
+    """Seconds between the first and the n-th admission the server's algorithm allows."""
+    if n <= limit:
+        return 0.0
+    if algorithm == "bucket":
+        return (n - limit) * period / limit
+    if algorithm == "fixed":
+        return (1 - phase) * period + (math.ceil(n / limit) - 2) * period
+    if algorithm == "counter":
+        return (1 - phase) * period + (n - limit - 1) * period / limit
+    return (math.ceil(n / limit) - 1) * period

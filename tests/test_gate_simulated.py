@@ -218,11 +218,13 @@ async def test_cancelled_waiter_gives_its_place_back() -> None:
     for t in first:
         gate.complete(t, status=200, headers={})
     assert gate.snapshot().waiting == 0
-    # Both slots come back after the period; nothing was leaked to the cancelled waiter.
+    # Both slots come back; nothing was leaked to the cancelled waiter. (Without a Reset
+    # header an answer's slot fades over the second period after it: a sliding-window
+    # counter may still weigh it. The second slot is whole again 1.5 periods later.)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     again = [await gate.acquire() for _ in range(2)]
-    assert loop.time() - t0 <= 3.0 + 1e-9
+    assert loop.time() - t0 <= 1.5 * 3.0 + 0.01
     assert gate.state.in_flight == 2
     for t in again:
         gate.abandon(t)

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import bisect
 import email.utils
+import heapq
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -81,6 +82,11 @@ __all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers"]
 _MAX_RESET_PERIODS: Final = 3.0
 # Calibration shots per clock-offset estimate (a stepped clock starts a new estimate).
 _MAX_SHOTS: Final = 6
+# Nanoseconds per second: the fading tail is kept in integer ns.
+_NS: Final = 1_000_000_000
+# Each tail entry is held this many ns longer than its arithmetic says: a server computes its
+# window phase in floating point (a Unix time near 2e9 s resolves only ~0.24 µs).
+_TAIL_SLACK: Final = 10_000
 
 
 @attrs.define(slots=True)
@@ -228,6 +234,7 @@ class GateState:
         "_probe_at",
         "_probe_ticket",
         "_recent",
+        "_recent_ends",
         "_reset_beyond_refill",
         "_seq",
         "_shot_at",
@@ -236,11 +243,14 @@ class GateState:
         "_shots_wanted",
         "_skew_hi",
         "_skew_lo",
+        "_tail",
+        "_tail_sum",
         "_unix_offset",
         "limit",
         "paused_until",
         "pauses",
         "period",
+        "period_ns",
         "probing",
         "rate_limited",
         "remaining",
@@ -259,6 +269,8 @@ class GateState:
             raise ValueError(f"period must be > 0, got {period!r}")
         self.limit = limit
         self.period = period
+        # The fading tail of answered requests is kept in integer nanoseconds: exact sums.
+        self.period_ns = max(1, math.floor(period * _NS))
         self.reset_margin = (
             reset_margin if reset_margin is not None else min(1.0, max(0.005, period / 200))
         )
@@ -268,6 +280,13 @@ class GateState:
         # When each of our answered requests that still occupy a slot was answered (loop
         # time; answers are recorded at the current time, so appends keep the order).
         self._recent: deque[float] = deque()
+        # For each of them, when its weight under a sliding-window counter has faded to 0
+        # (integer ns; see _answer_fades_at): after ``answered + period`` it joins the tail.
+        self._recent_ends: deque[int] = deque()
+        # Answered more than a period ago, still weighing ``(end - now) / period`` each:
+        # a heap of ends, and their sum.
+        self._tail: list[int] = []
+        self._tail_sum = 0
         self._answers = 0  # answers recorded so far
         self._max_latency = 0.0
         # Budget spent by other consumers, held until it must have expired.
@@ -318,10 +337,18 @@ class GateState:
     def _expire(self, now: float) -> None:
         recent = self._recent
         period = self.period
+        tail = self._tail
+        now_ns = math.floor(now * _NS)
         # Same expression as in next_time (done_at + period), so float rounding can never
         # leave a slot "due" but not expired.
         while recent and recent[0] + period <= now:
             recent.popleft()
+            end = self._recent_ends.popleft()
+            if end > now_ns:
+                heapq.heappush(tail, end)
+                self._tail_sum += end
+        while tail and tail[0] <= now_ns:
+            self._tail_sum -= heapq.heappop(tail)
         held = self._foreign_held
         while held and held[0][0] <= now:
             held.popleft()
@@ -330,8 +357,18 @@ class GateState:
         else:
             self._foreign = 0
         self._next_expiry = min(
-            recent[0] + period if recent else math.inf, held[0][0] if held else math.inf
+            recent[0] + period if recent else math.inf,
+            held[0][0] if held else math.inf,
+            tail[0] / _NS if tail else math.inf,
         )
+
+    def _tail_weight(self, now: float) -> int:
+        """Whole slots the fading tail still takes at ``now`` (rounded up, never down)."""
+        tail = self._tail
+        if not tail:
+            return 0
+        weight = self._tail_sum + _TAIL_SLACK * len(tail) - len(tail) * math.floor(now * _NS)
+        return weight // self.period_ns if weight > 0 else 0
 
     def capacity(self, now: float) -> int:
         """How many requests may go at ``now`` (0 while paused)."""
@@ -341,6 +378,8 @@ class GateState:
         if now < self.paused_until:
             return 0
         ledger = self.limit - self._in_flight - len(self._recent) - self._foreign
+        if self._tail:
+            ledger -= self._tail_weight(now)
         sliding = ledger
         observed = self._obs_remaining
         if observed is not None:
@@ -440,10 +479,12 @@ class GateState:
     def _probe_due(self, now: float) -> bool:
         # Only the first request after a Reset may rely on it: any request admitted since
         # the Reset (by the other rules) may already have taken the slot it frees.
+        # Under a sliding-window counter our requests still in flight may be counted in the
+        # new window: each one more pushes the first free slot ``period / limit`` later.
         return (
             self.probing
             and self._probe_at is not None
-            and now >= self._probe_at
+            and now >= self._probe_at + self._in_flight * self.period / self.limit
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         )
@@ -453,27 +494,18 @@ class GateState:
         if self.capacity(now) > 0:
             return now
         candidates: list[float] = []
-        occupied = self._in_flight + len(self._recent) + self._foreign + self._hold
-        excess = occupied - self.limit  # slots that must free before one is ours
         if self._hold and self._shot_at is not None and self._shot_ticket is None:
             candidates.append(self._shot_at)
-        # Slots free as our answers age out and the foreign share expires, in time order.
-        period = self.period
-        frees = [done_at + period for done_at in self._recent]
-        if self._foreign:
-            frees.extend([self._foreign_until] * min(self._foreign, excess + 1))
-            frees.sort()
-        if 0 <= excess < len(frees):
-            candidates.append(frees[excess])
-        elif excess < 0:
-            candidates.append(now)  # only the pause holds us
+        frees = self._ledger_frees_at(now)
+        if frees is not None:
+            candidates.append(frees)
         if (
             self.probing
             and self._probe_at is not None
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         ):
-            candidates.append(self._probe_at)
+            candidates.append(self._probe_at + self._in_flight * self.period / self.limit)
         if not candidates:
             return None
         ready = max(min(candidates), self.paused_until, now)
@@ -482,6 +514,68 @@ class GateState:
             # millisecond later rather than spin.
             ready = now + 0.001
         return ready
+
+    def _ledger_frees_at(self, now: float) -> float | None:
+        """Earliest loop time at which the ledger grants a slot (``now`` when it does now;
+        None when only an answer can free one).
+
+        Walks the events ahead in time order: an answer's full slot turning into a fading
+        tail, a tail entry fading out, the foreign share expiring. Between two events the
+        tail's weight falls linearly, so the instant it drops below what is left is solved
+        exactly (integer ns, as ``_tail_weight`` rounds it).
+        """
+        allowed = self.limit - 1 - self._in_flight - self._hold
+        if allowed < 0:
+            return None
+        period = self.period
+        period_ns = self.period_ns
+        recent = self._recent
+        ends = self._recent_ends
+        held = self._foreign_held
+        tail = self._tail
+        total = self._tail_sum + _TAIL_SLACK * len(tail)
+        count = len(tail)
+        fading = list(tail)  # a copy of the heap: entries leave it as they fade out
+        full_index = 0
+        held_index = 0
+        t = now
+        while True:
+            t_ns = math.floor(t * _NS)
+            while fading and fading[0] <= t_ns:
+                total -= heapq.heappop(fading) + _TAIL_SLACK
+                count -= 1
+            while held_index < len(held) and held[held_index][0] <= t:
+                held_index += 1
+            foreign = held[held_index][1] if held_index < len(held) else 0
+            room = allowed - (len(recent) - full_index) - foreign  # whole slots for the tail
+            next_event = math.inf
+            if full_index < len(recent):
+                next_event = recent[full_index] + period
+            if fading and fading[0] / _NS < next_event:
+                next_event = fading[0] / _NS
+            if held_index < len(held) and held[held_index][0] < next_event:
+                next_event = held[held_index][0]
+            if room >= 0:
+                if count == 0 or total - count * t_ns < (room + 1) * period_ns:
+                    return t
+                # The tail weighs less than room + 1 slots from this ns on:
+                at_ns = (total - (room + 1) * period_ns) // count + 1
+                at = at_ns / _NS
+                if math.floor(at * _NS) < at_ns:
+                    at = (at_ns + 1) / _NS
+                if at < next_event:
+                    return at
+            if next_event == math.inf:
+                return None
+            # (An entry due within the ns of ``t`` may round to ``t`` itself: move on.)
+            t = next_event if next_event > t else math.nextafter(t, math.inf)
+            while full_index < len(recent) and recent[full_index] + period <= t:
+                end = ends[full_index]
+                full_index += 1
+                if end > math.floor(t * _NS):
+                    heapq.heappush(fading, end)
+                    total += end + _TAIL_SLACK
+                    count += 1
 
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
@@ -508,7 +602,14 @@ class GateState:
             self.shots += 1
             self._shots_wanted = False
         if probe:
-            sliding = self.limit - self._in_flight - len(self._recent) - self._foreign + 1
+            sliding = (
+                self.limit
+                - self._in_flight
+                - len(self._recent)
+                - self._tail_weight(now)
+                - self._foreign
+                + 1
+            )
             header = (
                 self._obs_remaining - self._obs_uncounted + 1
                 if self._obs_remaining is not None
@@ -570,6 +671,7 @@ class GateState:
             else:
                 self._forget(ticket)
             recent.append(now)
+            self._recent_ends.append(self._answer_fades_at(ticket, now, unix_now, headers))
             if now + self.period < self._next_expiry:
                 self._next_expiry = now + self.period
             self._answers += 1
@@ -610,6 +712,33 @@ class GateState:
             if self._shot_at is None:
                 self._release_hold()
         return None
+
+    def _answer_fades_at(
+        self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
+    ) -> int:
+        """When (loop time, integer ns) this answered request weighs nothing under any of
+        the four algorithms (see the module docstring): two periods after its answer, or
+        one period after the end of the window it was counted in when its Reset says so.
+        """
+        period = self.period
+        latest = math.ceil((now + 2 * period) * _NS)
+        if headers is None or headers.reset_unix is None:
+            return latest
+        # The latest our clock may read when the server's reads Reset, two ways: under the
+        # smallest offset the Date headers allowed so far, and from this answer alone (the
+        # server wrote it at its ``Date`` or later, and at our ``now`` or earlier).
+        reset_at = math.inf
+        if self._skew_lo > -math.inf:
+            reset_at = now + (headers.reset_unix - (unix_now + self._skew_lo))
+        if headers.date_unix is not None:
+            reset_at = min(reset_at, now + (headers.reset_unix - headers.date_unix))
+        if reset_at <= ticket.sent_at:
+            # Not the end of a window this request was counted in (a sliding log's oldest
+            # entry, or nonsense): only the general bound holds.
+            return latest
+        return max(
+            math.ceil((now + period) * _NS), min(latest, math.ceil((reset_at + period) * _NS))
+        )
 
     def _observe(
         self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int
@@ -678,7 +807,9 @@ class GateState:
         in_flight_before = (
             bisect.bisect_left(self._in_flight_seqs, ticket.seq) if alerted else self._in_flight
         )
-        foreign = (limit - remaining) - (len(self._recent) + in_flight_before)
+        foreign = (limit - remaining) - (
+            len(self._recent) + self._tail_weight(now) + in_flight_before
+        )
         if foreign > 0:
             held = self._foreign_held
             while held and held[-1][1] <= foreign:
