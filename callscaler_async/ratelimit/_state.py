@@ -216,6 +216,7 @@ class GateState:
     __slots__ = (
         "__weakref__",
         "_answers",
+        "_counter_ruled_out",
         "_foreign",
         "_foreign_alert_until",
         "_foreign_held",
@@ -224,6 +225,7 @@ class GateState:
         "_in_flight",
         "_in_flight_seqs",
         "_last_admit",
+        "_last_reset_seen",
         "_latency",
         "_max_latency",
         "_next_expiry",
@@ -287,6 +289,9 @@ class GateState:
         # a heap of ends, and their sum.
         self._tail: list[int] = []
         self._tail_sum = 0
+        # Two Resets that no pair of aligned window ends could give rule a counter out.
+        self._last_reset_seen: float | None = None
+        self._counter_ruled_out = False
         self._answers = 0  # answers recorded so far
         self._max_latency = 0.0
         # Budget spent by other consumers, held until it must have expired.
@@ -727,11 +732,23 @@ class GateState:
         # The latest our clock may read when the server's reads Reset, two ways: under the
         # smallest offset the Date headers allowed so far, and from this answer alone (the
         # server wrote it at its ``Date`` or later, and at our ``now`` or earlier).
+        reset = headers.reset_unix
+        if not self._counter_ruled_out:
+            self._check_counter(reset)
+        if self._counter_ruled_out:
+            return math.ceil((now + period) * _NS)
+        # A counter's windows are aligned to multiples of the period, and its Reset is the
+        # end of the current one rounded up to the second: no multiple of the period in
+        # (Reset - 1, Reset] means this Reset ends no counter's window, and the request
+        # weighs nothing once its period is over (as under the other three algorithms).
+        window_end = math.floor(reset / period + 1e-9) * period
+        if window_end <= reset - 1.0 - 1e-6:
+            return math.ceil((now + period) * _NS)
         reset_at = math.inf
         if self._skew_lo > -math.inf:
-            reset_at = now + (headers.reset_unix - (unix_now + self._skew_lo))
+            reset_at = now + (window_end - (unix_now + self._skew_lo))
         if headers.date_unix is not None:
-            reset_at = min(reset_at, now + (headers.reset_unix - headers.date_unix))
+            reset_at = min(reset_at, now + (window_end - headers.date_unix))
         if reset_at <= ticket.sent_at:
             # Not the end of a window this request was counted in (a sliding log's oldest
             # entry, or nonsense): only the general bound holds.
@@ -739,6 +756,25 @@ class GateState:
         return max(
             math.ceil((now + period) * _NS), min(latest, math.ceil((reset_at + period) * _NS))
         )
+
+    def _check_counter(self, reset: float) -> None:
+        """Rule a sliding-window counter out for good when two Resets could not both be ends
+        of its aligned windows (rounded up to the second): they would differ by a multiple
+        of the period (within the second of rounding unless the period is whole seconds).
+        A token bucket's Reset moves on with every request, a sliding log's with its oldest
+        entry: either is told apart within a few answers. A fixed window never is (its
+        Resets are window ends too), and need not be: the probe at its Reset finds the
+        restored budget."""
+        last = self._last_reset_seen
+        self._last_reset_seen = reset
+        if last is None or reset == last:
+            return
+        period = self.period
+        gap = abs(reset - last) % period
+        gap = min(gap, period - gap)
+        whole = period == math.floor(period)
+        if gap > (1e-6 if whole else 1.0 + 1e-6):
+            self._counter_ruled_out = True
 
     def _observe(
         self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int
@@ -780,7 +816,11 @@ class GateState:
             self._probe_at = None
             self._reset_beyond_refill = False
         else:
-            self._probe_at = reset_at + self.reset_margin
+            # Whatever the algorithm, what the Reset frees is free one period after this
+            # request was counted (a window's end, the log's oldest entry leaving, a full
+            # bucket: none is later), so before our ``now + period``: no clock offset or
+            # rounding of Reset to the second can push the probe past that.
+            self._probe_at = min(reset_at + self.reset_margin, now + period * (1 + 1e-6))
             # A token bucket's Reset (full again) is at most (limit - Remaining) refills after
             # the answer was written, plus its rounding up: a later one rules a bucket out,
             # whose Reset no shot could ever bring forward.
