@@ -63,7 +63,8 @@ class CallScaler:
 
     Every request passes the business's rate gate (``rate_limit``, 60 per minute by default,
     shared by all clients of the same ``business`` in the process, or across processes with
-    ``rate_limiter=cs.RedisRateLimiter(...)``).
+    ``rate_limiter=cs.RedisRateLimiter(...)``). Without ``business=``, clients share a gate
+    when they use the same key against the same API origin.
     """
 
     def __init__(
@@ -124,7 +125,11 @@ class CallScaler:
             raise TypeError(f"session must be an aiohttp.ClientSession, got {session!r}")
 
         self._key_prefix = key_prefix(key)
-        self.business = business or (rate_limiter.name if rate_limiter else business_key(key))
+        # By default clients share a gate when they share the key and the API's origin.
+        origin = str(parsed.origin()).lower()
+        self.business = business or (
+            rate_limiter.name if rate_limiter else business_key(key, origin)
+        )
         self._rate_limit_config = rate_limiter.rate_limit if rate_limiter else rate_limit
         business_name = self.business
 

@@ -287,3 +287,32 @@ async def test_two_concurrent_walks_earn_no_429(algorithm: str, phase: float) ->
         assert fake.stats.requests == 80
         # Not much slower than the server's own minimum (from a full budget at this phase).
         assert elapsed <= server_minimum(algorithm, 80, limit, period, phase) * 1.10 + 0.5
+
+
+@pytest.mark.looptime
+async def test_one_key_against_two_servers_gets_two_gates() -> None:
+    """The same key string against two servers (two fakes of one seed): a 429 from one
+    must not pause the other; against one server the clients share the gate."""
+    async with FakeCallScaler(calls=10) as first, FakeCallScaler(calls=10) as second:
+        assert first.api_key == second.api_key
+        limit = cs.RateLimit(LIMIT, PERIOD)
+        async with (
+            cs.CallScaler(first.api_key, base_url=first.base_url, rate_limit=limit) as a,
+            cs.CallScaler(first.api_key, base_url=first.base_url, rate_limit=limit) as a2,
+            cs.CallScaler(second.api_key, base_url=second.base_url, rate_limit=limit) as b,
+        ):
+            await asyncio.gather(a.account.balance(), a2.account.balance(), b.account.balance())
+            assert a._transport.gate is a2._transport.gate
+            assert a._transport.gate is not b._transport.gate
+            assert a.business != b.business and first.api_key not in a.business
+            first.faults.rate_limit_next(1, retry_after=30)
+            paused = asyncio.create_task(a.account.balance())
+            await asyncio.sleep(0.01)  # the 429 arrived: `a`'s business pauses for 30 s
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await b.account.balance()
+            assert loop.time() - start < 1.0
+            await paused
+            assert loop.time() - start >= 29.0
+        assert first.stats.rate_limited == 1
+        assert second.stats.rate_limited == 0
