@@ -530,3 +530,29 @@ async def test_no_shots_against_sliding_and_bucket_servers(algorithm: str) -> No
     await run_workers(server, gate, 50, 600)
     assert server.rejected == 0
     assert gate.state.shots == 0
+
+
+def test_snapshot_says_in_words_what_each_field_means() -> None:
+    import datetime as dt
+
+    from callscaler_async.ratelimit import RateLimitSnapshot
+
+    reset = dt.datetime(2026, 1, 5, 10, 31, tzinfo=dt.UTC)
+    snapshot = RateLimitSnapshot(60, 12, reset, waiting=3, in_flight=2, foreign=13)
+    assert str(snapshot) == (
+        "rate limit: 12 of 60 left, resets 2026-01-05 10:31:00Z; 3 waiting, 2 in flight, "
+        "13 recently spent by another consumer"
+    )
+    assert repr(snapshot).startswith("RateLimitSnapshot(limit=60, remaining=12, ")
+    assert repr(snapshot).endswith(f"  # {snapshot}")
+    assert eval(repr(snapshot), {"RateLimitSnapshot": RateLimitSnapshot, "datetime": dt}) == (
+        snapshot
+    )
+    paused = RateLimitSnapshot(
+        None, None, None, paused_until=reset, probing=False, rate_limited=1
+    )
+    assert str(paused) == (
+        "rate limit: no answer from the server yet; paused after a 429 until "
+        "2026-01-05 10:31:00Z, 0 waiting, 0 in flight, 1 answered 429 so far, "
+        "no request at Reset (the server refused one)"
+    )
