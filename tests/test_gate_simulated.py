@@ -201,7 +201,6 @@ async def test_foreign_consumer_is_learned_from_headers(algorithm: str, phase: f
     # The gate learns the other consumer only from answers: after a quiet spell it sends a
     # few scouts before the rest, and holds the largest share it saw. A consumer that keeps
     # spending after our last look can still collide now and then: at most a few percent.
-    print("FOREIGN-SIM", algorithm, phase, server.rejected)
     assert server.rejected <= 10, server.rejected
 
 

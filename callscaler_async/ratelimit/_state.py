@@ -216,7 +216,6 @@ class GateState:
     __slots__ = (
         "__weakref__",
         "_answers",
-        "_counter_ruled_out",
         "_foreign",
         "_foreign_alert_until",
         "_foreign_held",
@@ -225,7 +224,6 @@ class GateState:
         "_in_flight",
         "_in_flight_seqs",
         "_last_admit",
-        "_last_reset_seen",
         "_latency",
         "_max_latency",
         "_next_expiry",
@@ -289,9 +287,6 @@ class GateState:
         # a heap of ends, and their sum.
         self._tail: list[int] = []
         self._tail_sum = 0
-        # Two Resets that no pair of aligned window ends could give rule a counter out.
-        self._last_reset_seen: float | None = None
-        self._counter_ruled_out = False
         self._answers = 0  # answers recorded so far
         self._max_latency = 0.0
         # Budget spent by other consumers, held until it must have expired.
@@ -722,59 +717,41 @@ class GateState:
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
     ) -> int:
         """When (loop time, integer ns) this answered request weighs nothing under any of
-        the four algorithms (see the module docstring): two periods after its answer, or
-        one period after the end of the window it was counted in when its Reset says so.
+        the four algorithms (see the module docstring).
+
+        A sliding-window counter weighs it fully until the end of the aligned window it was
+        counted in, then less and less over the next one: it weighs nothing one period after
+        that window's end, and never later than two periods after the answer. Where the
+        server's clock is bounded (this answer's ``Date``, the offset learnt so far), the
+        window's end is bounded too: the latest window the request can have been counted in.
+        Its own Reset is not used: servers differ on what Reset means under a counter.
         """
         period = self.period
         latest = math.ceil((now + 2 * period) * _NS)
-        if headers is None or headers.reset_unix is None:
+        date = headers.date_unix if headers is not None else None
+        if date is None:
             return latest
-        # The latest our clock may read when the server's reads Reset, two ways: under the
-        # smallest offset the Date headers allowed so far, and from this answer alone (the
-        # server wrote it at its ``Date`` or later, and at our ``now`` or earlier).
-        reset = headers.reset_unix
-        if not self._counter_ruled_out:
-            self._check_counter(reset)
-        if self._counter_ruled_out:
-            return math.ceil((now + period) * _NS)
-        # A counter's windows are aligned to multiples of the period, and its Reset is the
-        # end of the current one rounded up to the second: no multiple of the period in
-        # (Reset - 1, Reset] means this Reset ends no counter's window, and the request
-        # weighs nothing once its period is over (as under the other three algorithms).
-        window_end = math.floor(reset / period + 1e-9) * period
-        if window_end <= reset - 1.0 - 1e-6:
-            return math.ceil((now + period) * _NS)
-        reset_at = math.inf
-        if self._skew_lo > -math.inf:
-            reset_at = now + (window_end - (unix_now + self._skew_lo))
-        if headers.date_unix is not None:
-            reset_at = min(reset_at, now + (window_end - headers.date_unix))
-        if reset_at <= ticket.sent_at:
-            # Not the end of a window this request was counted in (a sliding log's oldest
-            # entry, or nonsense): only the general bound holds.
+        # The server counted it before it wrote the answer (before Date + 1) and before our
+        # ``now`` (at most our Unix time plus the largest offset allowed).
+        counted_by = date + 1.0 + (now - ticket.sent_at)
+        if unix_now + self._skew_hi < counted_by:
+            counted_by = unix_now + self._skew_hi
+        window_end = (math.floor(counted_by / period) + 1) * period
+        # A Reset is never before the instant its request was counted (it tells of the
+        # future): when it falls on a multiple of the period, the window the request was
+        # counted in ends there or earlier, whatever else Reset means on this server.
+        reset = headers.reset_unix if headers is not None else None
+        if reset is not None and date <= reset < window_end:
+            nearest = round(reset / period) * period
+            if abs(reset - nearest) <= 1e-6 * period and nearest > date - 1.0:
+                window_end = nearest
+        # The server's clock read at least Date (and our Unix time plus the least offset)
+        # when ours read ``now``.
+        server_now = max(date, unix_now + self._skew_lo)
+        fades_at = now + (window_end - server_now) + period
+        if fades_at >= now + 2 * period:
             return latest
-        return max(
-            math.ceil((now + period) * _NS), min(latest, math.ceil((reset_at + period) * _NS))
-        )
-
-    def _check_counter(self, reset: float) -> None:
-        """Rule a sliding-window counter out for good when two Resets could not both be ends
-        of its aligned windows (rounded up to the second): they would differ by a multiple
-        of the period (within the second of rounding unless the period is whole seconds).
-        A token bucket's Reset moves on with every request, a sliding log's with its oldest
-        entry: either is told apart within a few answers. A fixed window never is (its
-        Resets are window ends too), and need not be: the probe at its Reset finds the
-        restored budget."""
-        last = self._last_reset_seen
-        self._last_reset_seen = reset
-        if last is None or reset == last:
-            return
-        period = self.period
-        gap = abs(reset - last) % period
-        gap = min(gap, period - gap)
-        whole = period == math.floor(period)
-        if gap > (1e-6 if whole else 1.0 + 1e-6):
-            self._counter_ruled_out = True
+        return math.ceil((now + period if fades_at < now + period else fades_at) * _NS)
 
     def _observe(
         self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int
