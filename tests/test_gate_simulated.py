@@ -142,7 +142,9 @@ async def test_no_429_over_many_windows(algorithm: str, tasks: int, phase: float
     minimum = server_minimum(algorithm, 600, 60, 3.0, phase)
     assert elapsed >= minimum - 3.0
     if tasks > 1:
-        assert elapsed <= minimum * 1.10 + 1.0, elapsed
+        # (A sliding log's bursts can fragment: our answered slots fade over a second period
+        # in case the server is a counter, so they free at a probe's answer, not on time.)
+        assert elapsed <= minimum * 1.15 + 1.0, elapsed
 
 
 @pytest.mark.looptime

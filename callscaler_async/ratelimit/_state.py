@@ -260,6 +260,7 @@ class GateState:
         "server_limit",
         "shots",
         "skew",
+        "slot_hold",
     )
 
     def __init__(self, limit: int, period: float, *, reset_margin: float | None = None) -> None:
@@ -271,6 +272,10 @@ class GateState:
         self.period = period
         # The fading tail of answered requests is kept in integer nanoseconds: exact sums.
         self.period_ns = max(1, math.floor(period * _NS))
+        # An answered slot is ours a hair longer than a period: a log that counts its edge
+        # (a request at ``t`` still counted at ``t + period``) is met exactly when the
+        # answer came back in the instant it was counted.
+        self.slot_hold = period + max(1e-6, period * 1e-9)
         self.reset_margin = (
             reset_margin if reset_margin is not None else min(1.0, max(0.005, period / 200))
         )
@@ -336,10 +341,10 @@ class GateState:
 
     def _expire(self, now: float) -> None:
         recent = self._recent
-        period = self.period
+        period = self.slot_hold
         tail = self._tail
         now_ns = math.floor(now * _NS)
-        # Same expression as in next_time (done_at + period), so float rounding can never
+        # Same expression as in next_time (done_at + slot_hold), so float rounding can never
         # leave a slot "due" but not expired.
         while recent and recent[0] + period <= now:
             recent.popleft()
@@ -527,7 +532,7 @@ class GateState:
         allowed = self.limit - 1 - self._in_flight - self._hold
         if allowed < 0:
             return None
-        period = self.period
+        hold = self.slot_hold
         period_ns = self.period_ns
         recent = self._recent
         ends = self._recent_ends
@@ -550,7 +555,7 @@ class GateState:
             room = allowed - (len(recent) - full_index) - foreign  # whole slots for the tail
             next_event = math.inf
             if full_index < len(recent):
-                next_event = recent[full_index] + period
+                next_event = recent[full_index] + hold
             if fading and fading[0] / _NS < next_event:
                 next_event = fading[0] / _NS
             if held_index < len(held) and held[held_index][0] < next_event:
@@ -569,7 +574,7 @@ class GateState:
                 return None
             # (An entry due within the ns of ``t`` may round to ``t`` itself: move on.)
             t = next_event if next_event > t else math.nextafter(t, math.inf)
-            while full_index < len(recent) and recent[full_index] + period <= t:
+            while full_index < len(recent) and recent[full_index] + hold <= t:
                 end = ends[full_index]
                 full_index += 1
                 if end > math.floor(t * _NS):
@@ -672,8 +677,8 @@ class GateState:
                 self._forget(ticket)
             recent.append(now)
             self._recent_ends.append(self._answer_fades_at(ticket, now, unix_now, headers))
-            if now + self.period < self._next_expiry:
-                self._next_expiry = now + self.period
+            if now + self.slot_hold < self._next_expiry:
+                self._next_expiry = now + self.slot_hold
             self._answers += 1
             latency = now - ticket.sent_at
             if latency > self._max_latency:
