@@ -318,3 +318,36 @@ async def test_one_key_against_two_servers_gets_two_gates() -> None:
             assert loop.time() - start >= 29.0
         assert first.stats.rate_limited == 1
         assert second.stats.rate_limited == 0
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_an_unexpected_429_costs_at_most_a_period_after_the_pause(algorithm: str) -> None:
+    """An unexpected 429 (another consumer, a wrong limit) pauses the business until its
+    ``retry_after``; after that, the rest of the walk takes no more than one period over the
+    least any client could need for it (the server's minimum from a full budget), so the
+    staggered restart is never the slow part."""
+    total, retry_after = 300, 2
+    async with fake_at_phase(algorithm, 0.5, LIMIT, PERIOD, calls=10) as fake:
+        async with cs.CallScaler(
+            fake.api_key, base_url=fake.base_url, rate_limit=cs.RateLimit(LIMIT, PERIOD),
+            business=business(), max_retries=5,
+        ) as client:  # fmt: skip
+
+            async def inject() -> None:
+                while fake.stats.requests < 100:
+                    await asyncio.sleep(0.01)
+                fake.faults.rate_limit_next(1, retry_after=retry_after)
+
+            injector = asyncio.create_task(inject())
+            await hammer(client, 50, total)
+            await injector
+    assert fake.stats.rate_limited == 1
+    log = fake.stats.log
+    refused = next(r.time for r in log if r.status == 429)
+    after = [r.time for r in log if r.status == 200 and r.time > refused]
+    assert min(after) >= refused + retry_after
+    resumed = min(after)  # the pause's end (plus its small jitter)
+    rest = max(after) - resumed
+    least = server_minimum(algorithm, len(after), LIMIT, PERIOD, 0.0)
+    assert rest <= least + PERIOD + 0.1, (rest, least, len(after))
