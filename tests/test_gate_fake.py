@@ -342,8 +342,8 @@ async def test_an_unexpected_429_costs_at_most_a_period_after_the_pause(algorith
             injector = asyncio.create_task(inject())
             await hammer(client, 50, total)
             await injector
+        log = fake.stats.log
     assert fake.stats.rate_limited == 1
-    log = fake.stats.log
     refused = next(r.time for r in log if r.status == 429)
     after = [r.time for r in log if r.status == 200 and r.time > refused]
     assert min(after) >= refused + retry_after

@@ -134,15 +134,17 @@ async def test_zero_429_against_every_limits_strategy(
     monkeypatch: pytest.MonkeyPatch, strategy: str, phase: float, tasks: int
 ) -> None:
     limit, period, total = 30, 3, 300
-    async with limits_server(monkeypatch, strategy, limit, period, phase) as (server, url):
-        async with cs.CallScaler(
+    async with (
+        limits_server(monkeypatch, strategy, limit, period, phase) as (server, url),
+        cs.CallScaler(
             KEY, base_url=url, rate_limit=cs.RateLimit(limit, period),
             business=f"limits-{strategy}-{phase}-{tasks}",
-        ) as client:  # fmt: skip
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            await hammer(client, tasks, total)
-            elapsed = loop.time() - start
+        ) as client,
+    ):  # fmt: skip
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await hammer(client, tasks, total)
+        elapsed = loop.time() - start
     assert server.rejected == 0
     assert server.served == total
     # The library never admits more than 30 per 3 s in a row: 300 take at least 9 periods
@@ -159,12 +161,14 @@ async def test_two_walks_after_a_quiet_spell(
 ) -> None:
     """Bursts after quiet spells: each one starts from whatever the last one left."""
     limit, period = 10, 2
-    async with limits_server(monkeypatch, strategy, limit, period, 0.5) as (server, url):
-        async with cs.CallScaler(
+    async with (
+        limits_server(monkeypatch, strategy, limit, period, 0.5) as (server, url),
+        cs.CallScaler(
             KEY, base_url=url, rate_limit=cs.RateLimit(limit, period), business=f"quiet-{strategy}"
-        ) as client:  # fmt: skip
-            for quiet in (0.3, 1.1, 2.7, 0.0, 5.0):
-                await hammer(client, 20, 25)
-                await asyncio.sleep(quiet)
+        ) as client,
+    ):  # fmt: skip
+        for quiet in (0.3, 1.1, 2.7, 0.0, 5.0):
+            await hammer(client, 20, 25)
+            await asyncio.sleep(quiet)
     assert server.rejected == 0
     assert server.served == 125

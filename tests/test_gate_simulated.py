@@ -557,3 +557,106 @@ def test_snapshot_says_in_words_what_each_field_means() -> None:
         "2026-01-05 10:31:00Z, 0 waiting, 0 in flight, 1 answered 429 so far, "
         "no request at Reset (the server refused one)"
     )
+
+
+# ------------------------------------------------------------ sliding-window counter rules
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_remaining_is_exactly_what_each_limiter_admits(algorithm: str) -> None:
+    """Under every algorithm of the fake, Remaining at an instant is how many requests it
+    admits one after the other at that instant (plain numbers, no clock)."""
+    rng = random.Random(3)
+    for trial in range(200):
+        limiter = make_limiter(algorithm, 10, 2.0)
+        now = 1_000_000.0 + rng.uniform(0, 2)
+        for _ in range(rng.randint(0, 40)):
+            now += rng.choice([0.0, 0.01, 0.1, 0.37, 1.0, 2.5])
+            limiter.try_acquire(now)
+        now += rng.uniform(0, 3)
+        remaining = limiter.remaining(now)
+        admitted = 0
+        while limiter.try_acquire(now):
+            admitted += 1
+        assert admitted == remaining, (trial, algorithm)
+        assert limiter.remaining(now) == 0
+        assert limiter.retry_after(now) > 0
+
+
+def test_counter_burst_weighs_into_the_next_window() -> None:
+    """10 at phase 0.5 of a window weigh 10 * (1 - f) at phase f of the next one."""
+    limiter = make_limiter("counter", 10, 2.0)
+    for _ in range(10):
+        assert limiter.try_acquire(1.0)
+    assert not limiter.try_acquire(1.5)
+    assert limiter.reset(1.5) == 2.0  # the end of the aligned window [0, 2)
+    assert limiter.remaining(2.0) == 0  # the new window starts with prev = 10
+    assert limiter.remaining(2.3) == 2  # floor(10 * 0.85) = 8
+    assert limiter.remaining(3.0) == 5
+    assert limiter.retry_after(2.0) == pytest.approx(0.0, abs=1e-6)
+    assert limiter.remaining(5.0) == 10  # two windows later nothing weighs
+
+
+def test_counter_tail_bounds_the_burst_by_its_window() -> None:
+    """Sans-I/O: the gate's ledger after a burst under a counter of 10 per 2 s.
+
+    The burst goes at the server's U + 1.0, half-way through its window [U, U + 2); the
+    answers say Reset U + 2 (the window's end, on a multiple of the period) and Date U + 1.
+    Each slot is held until a period after its answer, then fades over the period after the
+    window's end, never weighing less than the counter does."""
+    state = GateState(10, 2.0)
+    now = 1.0
+    burst = [state.admit(now) for _ in range(10)]
+    assert state.capacity(now) == 0
+    now += RTT
+    for left, ticket in zip(range(9, -1, -1), burst, strict=True):
+        answer = HeaderReading(limit=10, remaining=left, reset_unix=U + 2.0, date_unix=U + 1.0)
+        state.complete(ticket, now, unix_now=U + now, headers=answer, status=200)
+    # Nothing by the ledger until the period is over; the probe goes just after Reset (its
+    # margin: 1% of the period), where the counter's new window has room for one.
+    assert state.capacity(2.0) == 0
+    assert state.next_time(now) == pytest.approx(2.0 + RTT + 0.01)
+    # A period after the answers, each slot still weighs (U + 4 + RTT - t) / 2: half.
+    after = now + 2.0 + 1e-5
+    assert state.capacity(after) == 1  # (what it knows is 2 s old: one scout goes first)
+    ledger = state.limit - state.in_flight - len(state._recent) - state._tail_weight(after)
+    assert ledger == 5
+    server = make_limiter("counter", 10, 2.0)
+    for _ in range(10):
+        server.try_acquire(U + 1.0)
+    assert server.remaining(U + after) >= 5  # floor(10 * (1 - 0.504)) = 4: Remaining 6
+    # Two periods after the window's end nothing of the burst weighs.
+    assert state.limit - state._tail_weight(now + 3.0 + 1e-5) == 10
+
+
+def test_without_date_a_slot_fades_over_two_periods() -> None:
+    state = GateState(4, 2.0)
+    tickets = [state.admit(0.0) for _ in range(4)]
+    for ticket in tickets:
+        state.complete(ticket, 0.5, unix_now=U + 0.5)  # no headers at all
+    assert state.capacity(2.5) == 0  # full for a period after the answer
+    assert state.capacity(3.5 + 1e-5) == 2  # half faded: 4 * 0.5 = 2 still held
+    assert state.next_time(2.5) == pytest.approx(2.5, abs=1e-4)  # the first at once
+    assert state.capacity(4.5 + 1e-5) == 4
+
+
+def test_the_fresh_remaining_caps_the_ledger() -> None:
+    """An answer's Remaining lower than the ledger's free slots (someone else spends the
+    budget, or the server counts differently): no more than Remaining goes."""
+    state = GateState(10, 60.0)
+    first = state.admit(0.0)
+    answer = HeaderReading(limit=10, remaining=2, reset_unix=None, date_unix=U)
+    state.complete(first, 0.1, unix_now=U + 0.1, headers=answer, status=200)
+    assert state.capacity(0.1) == 2  # the ledger alone would say 9
+
+
+def test_probe_waits_for_requests_still_in_flight() -> None:
+    """Under a counter, a request in flight at Reset may be counted in the new window: the
+    probe goes ``period / limit`` later for each."""
+    state = GateState(10, 2.0)
+    burst = [state.admit(1.0) for _ in range(10)]
+    for left, ticket in zip(range(9, 0, -1), burst[:9], strict=True):
+        answer = HeaderReading(limit=10, remaining=left, reset_unix=U + 2.0, date_unix=U + 1.0)
+        state.complete(ticket, 1.0 + RTT, unix_now=U + 1.0 + RTT, headers=answer)
+    # One request of the burst is still on its way: the probe waits one step (0.2 s) more.
+    assert state.next_time(1.5) == pytest.approx(2.0 + RTT + 0.01 + 0.2)

@@ -6,30 +6,62 @@ gidgethub's ``sansio``).
 
 Why this is safe whatever window the server runs
 -------------------------------------------------
-Whether the server counts a fixed window, a sliding log or a token bucket of capacity ``N``
-refilled at ``N / P`` per second, its capacity at any instant ``t`` is at least
-``N - (requests it counted in (t - P, t])``. (For the bucket:
-``tokens(t) >= min(N, tokens(t - P) + N - spent(t - P, t]) >= N - spent(t - P, t]``.)
-So a client that never has more than ``N`` requests counted in any window of length ``P``
-never earns a 429 from any of the three. The server counts a request at some instant between
-our send and our receipt of its answer, so each request of ours *occupies a slot* from its
-send until ``P`` after its answer arrived: no latency guess is needed.
+Four algorithms are covered, with ``N`` requests per period ``P``: a fixed window, a sliding
+log, a token bucket (capacity ``N``, refilled at ``N / P`` per second) and a sliding-window
+counter (windows aligned to multiples of ``P`` on the server's clock; at phase ``f`` of a
+window it admits while ``floor(prev * (1 - f) + cur) + 1 <= N``, ``prev`` being the previous
+window's count). The gate relies on two properties of the server, and they hold for all four:
+
+1. **Remaining is what it would admit at that instant, and it only grows with time.** Without
+   new requests a window ends, a log entry leaves, a bucket refills, a counter's previous
+   window weighs less (and at a counter's window boundary nothing jumps: the weight of the
+   previous window has faded to 0 exactly when the current one becomes the previous one,
+   weighing what it counted). So ``Remaining`` minus our requests it may not have counted
+   yet (sent later, or still in flight when it answered) may go at once, and stays true
+   until newer evidence arrives.
+2. **Each counted request weighs at most 1 for ``P`` after it was counted and then fades
+   to nothing within one more period, linearly.** The fixed window, the log and the bucket
+   weigh it at most 1 for ``P`` and nothing afterwards: their capacity at ``t`` is at least
+   ``N - (requests counted in (t - P, t])`` (for the bucket:
+   ``tokens(t) >= min(N, tokens(t - P) + N - spent(t - P, t]) >= N - spent(t - P, t]``).
+   A counter weighs a request 1 until the end ``E`` of the aligned window it was counted in
+   (never more than ``P`` later), then ``(E + P - t) / P``: its Remaining is
+   ``N - cur - floor(prev * (1 - f))``, at least ``N`` minus the sum of these weights, rounded
+   up to a whole request. A sliding log and a counter cannot be told apart from one burst's
+   answers (the log frees the burst at once one period later, the counter only bit by bit),
+   so the ledger holds the larger weight of the two.
+
+The ledger: the server counts a request at some instant between our send and our receipt of
+its answer, so a request of ours *occupies a slot* from its send until ``P`` after its
+answer arrived (no latency guess is needed), then a *fading tail* of weight
+``(end - t) / P``: ``end`` is one period after the latest aligned window end it can have
+been counted in, bounded by that answer's ``Date`` (the server wrote it at ``Date`` or
+later, before ``Date + 1``), the clock offset learnt so far, and the answer's Reset when it
+falls on a multiple of ``P`` (a Reset is never before the instant its request was counted,
+whatever else it means: servers differ there, a counter's may be the end of the window or
+the instant the next slot frees); two periods after the answer when nothing bounds it. The
+whole slots a tail still takes are its summed weight rounded up (integer nanoseconds, plus a
+hair of slack per entry for a server's floating-point phase). The gate admits while the
+ledger or the server's word (property 1) has room, and the larger of two true lower bounds
+is a true lower bound.
 
 Three refinements make it use the whole budget and stay safe with company:
 
-* **The server's count is an authority.** ``X-RateLimit-Remaining`` is how many more the
-  server would admit at the instant it answered, and under all three algorithms that number
-  only grows with time. So ``Remaining`` minus our requests it may not have counted yet (sent
-  later, or still in flight when it answered) may go at once, even where the sliding rule
-  would wait: this is how a fixed window's early reset is used, without guessing the algorithm.
+* **The server's count is an authority** (property 1): this is how a fixed window's early
+  reset, a sliding log's release, a bucket's refill are used without knowing which it is.
 * **Reset frees at least one slot.** Whatever the algorithm, by ``X-RateLimit-Reset`` at
-  least one request more is admitted (the window ended, the oldest request left the log, or
-  the bucket refilled). When nothing else allows a request, one *probe* goes at Reset; its
-  answer carries a fresh ``Remaining``. The probe is counted like any request, so the sliding
-  rule simply waits one slot longer. A 429 on a probe switches probing off for good.
-* **Other consumers.** What the server counts beyond our own requests was spent by someone
-  else (another key, a cron job). That foreign share is held as occupied until it must have
-  expired.
+  least one request more is admitted if nothing else was counted since (the window ended,
+  the oldest request left the log, the bucket refilled, the counter's new window has room:
+  ``prev <= N`` weighs less than ``N`` once ``f > 0``), and never later than one period after
+  that answer's request was counted. When nothing else allows a request, one *probe* goes at
+  Reset (or at our ``answer + P`` if that is earlier: no clock offset or rounding of Reset
+  to the second can push it later); its answer carries a fresh ``Remaining``. Under a
+  counter our requests still in flight may be counted in the new window, so the probe
+  waits ``P / N`` more for each. The probe is counted like any request. A 429 on a probe
+  switches probing off for good.
+* **Other consumers.** What the server counts beyond our own requests (net of our slots and
+  fading tails) was spent by someone else (another key, a cron job). That foreign share is
+  held as occupied until it must have expired.
 
 A 429 pauses the whole business until its ``retry_after`` has passed.
 

@@ -223,7 +223,8 @@ class SlidingWindowCounter:
             # prev * (1 - f) must fall below ``room``: at phase 1 - room / prev (just after).
             at = self.window * self.period + (1.0 - room / self.prev) * self.period
             if at < end:
-                return max(at - now, 0.0)
+                # Admitted only strictly after that instant: never answer "now" to a refusal.
+                return max(at - now, 1e-6)
         # Not in this window: in the next one ``cur`` becomes ``prev`` and weighs
         # ``cur * (1 - f)``, below the limit as soon as f > 1 - limit / cur (cur <= limit).
         return end + max(0.0, 1.0 - self.limit / self.cur) * self.period - now
