@@ -350,4 +350,5 @@ async def test_an_unexpected_429_costs_at_most_a_period_after_the_pause(algorith
     resumed = min(after)  # the pause's end (plus its small jitter)
     rest = max(after) - resumed
     least = server_minimum(algorithm, len(after), LIMIT, PERIOD, 0.0)
-    assert rest <= least + PERIOD + 0.1, (rest, least, len(after))
+    # (Slack: a few probes' round trips, and the restart's random jitter.)
+    assert rest <= least + PERIOD + 0.25, (rest, least, len(after))
