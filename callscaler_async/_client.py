@@ -68,7 +68,9 @@ class CallScaler:
 
     Every request passes the business's rate gate (``rate_limit``, 60 per minute by default,
     shared by all clients of the same ``business`` in the process, or across processes with
-    ``rate_limiter="redis://..."`` or ``rate_limiter=cs.RedisRateLimiter(...)``).
+    ``rate_limiter="redis://..."`` or ``rate_limiter=cs.RedisRateLimiter(...)``). Without
+    ``business=``, clients share a gate when they use the same key against the same API
+    origin.
 
     Ownership, as with ``session``: a limiter the client built from a Redis URL is closed by
     ``aclose()`` (its slots in Redis are released at once); a limiter object passed in is left
@@ -140,8 +142,10 @@ class CallScaler:
         self._key_prefix = key_prefix(key)
         # A limiter built here from a URL is ours to close; one passed in is its owner's.
         self._own_limiter: RedisRateLimiter | None = None
+        # By default clients share a gate when they share the key and the API's origin.
+        origin = str(parsed.origin()).lower()
         if isinstance(rate_limiter, str):
-            self.business = business or business_key(key)
+            self.business = business or business_key(key, origin)
             rate_limiter = self._own_limiter = _redis_limiter(
                 rate_limiter, self.business, rate_limit or DEFAULT_RATE_LIMIT
             )
@@ -154,7 +158,7 @@ class CallScaler:
                 )
             self.business = business or rate_limiter.name
         else:
-            self.business = business or business_key(key)
+            self.business = business or business_key(key, origin)
         limit = rate_limiter.rate_limit if rate_limiter else rate_limit or DEFAULT_RATE_LIMIT
         self._rate_limit_config = limit
         business_name = self.business

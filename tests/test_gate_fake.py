@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+from typing import Any
 
 import pytest
 
 import callscaler_async as cs
 from callscaler_async.testing import FakeCallScaler
 
-ALGORITHMS = ["fixed", "sliding", "bucket"]
+ALGORITHMS = ["fixed", "sliding", "bucket", "counter"]
+# Start phases of the server's aligned window: just after a boundary, half-way, just before.
+PHASES = [0.02, 0.5, 0.97]
+ANCHOR_WINDOWS = 595_000_000  # a Unix time far from ours: the gate learns the offset from Date
 LIMIT, PERIOD = 60, 3.0
 _names = itertools.count()
 
@@ -34,6 +39,30 @@ def max_in_any_window(times: list[float], period: float) -> int:
     return best
 
 
+def fake_at_phase(
+    algorithm: str, phase: float, limit: int, period: float, **kwargs: Any
+) -> FakeCallScaler:
+    """A fake whose clock starts at ``phase`` of one of its aligned windows."""
+    anchor = ANCHOR_WINDOWS * period + phase * period
+    return FakeCallScaler(
+        rate_limit=limit, period=period, algorithm=algorithm, clock_anchor_unix=anchor,
+        **kwargs,
+    )  # fmt: skip
+
+
+def server_minimum(algorithm: str, n: int, limit: int, period: float, phase: float) -> float:
+    """Seconds between the first and the n-th admission the server's algorithm allows."""
+    if n <= limit:
+        return 0.0
+    if algorithm == "bucket":
+        return (n - limit) * period / limit
+    if algorithm == "fixed":
+        return (1 - phase) * period + (math.ceil(n / limit) - 2) * period
+    if algorithm == "counter":
+        return (1 - phase) * period + (n - limit - 1) * period / limit
+    return (math.ceil(n / limit) - 1) * period
+
+
 async def hammer(client: cs.CallScaler, tasks: int, total: int) -> None:
     work = iter(range(total))
 
@@ -45,12 +74,11 @@ async def hammer(client: cs.CallScaler, tasks: int, total: int) -> None:
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("tasks", [1, 50, 1000])
-async def test_zero_429_over_many_windows(algorithm: str, tasks: int) -> None:
-    async with FakeCallScaler(
-        calls=10, rate_limit=LIMIT, period=PERIOD, algorithm=algorithm
-    ) as fake:
+async def test_zero_429_over_many_windows(algorithm: str, tasks: int, phase: float) -> None:
+    async with fake_at_phase(algorithm, phase, LIMIT, PERIOD, calls=10) as fake:
         async with cs.CallScaler(
             fake.api_key,
             base_url=fake.base_url,
@@ -69,20 +97,19 @@ async def test_zero_429_over_many_windows(algorithm: str, tasks: int) -> None:
             # or a full bucket legitimately admits more across a Reset, and the gate uses it.)
             admitted = [r.time for r in fake.stats.log if r.status == 200]
             assert max_in_any_window(admitted, PERIOD) <= LIMIT
-        # Whole budget used: 600 at 60 per 3 s cannot take less than 9 periods, and the gate
-        # should not take much more.
-        minimum = (total // LIMIT - 1) * PERIOD
+        # Whole budget used: 600 at 60 per 3 s cannot take less than the server's minimum,
+        # and the gate should not take much more.
+        minimum = server_minimum(algorithm, total, LIMIT, PERIOD, phase)
         assert elapsed >= minimum - PERIOD
         if tasks > 1:
             assert elapsed <= minimum * 1.10 + 0.5, (elapsed, minimum)
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-async def test_two_keys_of_one_business_share_one_gate(algorithm: str) -> None:
-    async with FakeCallScaler(
-        calls=10, rate_limit=LIMIT, period=PERIOD, algorithm=algorithm
-    ) as fake:
+async def test_two_keys_of_one_business_share_one_gate(algorithm: str, phase: float) -> None:
+    async with fake_at_phase(algorithm, phase, LIMIT, PERIOD, calls=10) as fake:
         name = business()
         first_key, second_key = fake.api_keys[0], fake.api_keys[1]
         async with (
@@ -116,11 +143,10 @@ async def test_other_businesses_do_not_block_each_other() -> None:
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-async def test_foreign_consumer_is_learned_from_headers(algorithm: str) -> None:
-    async with FakeCallScaler(
-        calls=10, rate_limit=LIMIT, period=PERIOD, algorithm=algorithm
-    ) as fake:
+async def test_foreign_consumer_is_learned_from_headers(algorithm: str, phase: float) -> None:
+    async with fake_at_phase(algorithm, phase, LIMIT, PERIOD, calls=10) as fake:
         async with cs.CallScaler(
             fake.api_key,
             base_url=fake.base_url,
@@ -140,8 +166,11 @@ async def test_foreign_consumer_is_learned_from_headers(algorithm: str) -> None:
             stop.set()
             await other
             assert client.rate_limit is not None
-        # Learned from Remaining alone: collisions stay rare (see test_gate_simulated).
-        assert fake.stats.rate_limited <= 10, fake.stats.rate_limited
+        # Learned from Remaining alone: collisions stay rare (see test_gate_simulated). Under
+        # a token bucket our answered slots' fading tail (held in case the server is a
+        # counter) hides part of the other consumer's share: a few more collisions there.
+        bound = 15 if algorithm == "bucket" else 10
+        assert fake.stats.rate_limited <= bound, fake.stats.rate_limited
 
 
 @pytest.mark.looptime
@@ -231,3 +260,95 @@ async def test_low_priority_bulk_yields_to_interactive_calls() -> None:
         # An interactive call waits at most for the next free slot, not behind 50 bulk tasks.
         assert waited <= PERIOD + 0.5
         assert fake.stats.rate_limited == 0
+
+
+# ----------------------------------------------------- every algorithm, every start phase
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_two_concurrent_walks_earn_no_429(algorithm: str, phase: float) -> None:
+    """Two ``async for`` walks of one business, 80 pages at 10 per 2 s."""
+    limit, period = 10, 2.0
+    async with fake_at_phase(algorithm, phase, limit, period, calls=400) as fake:
+        async with cs.CallScaler(
+            fake.api_key, base_url=fake.base_url, rate_limit=cs.RateLimit(limit, period),
+            business=business(),
+        ) as client:  # fmt: skip
+
+            async def walk() -> int:
+                return len([c async for c in client.calls.list(per_page=10)])
+
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            counts = await asyncio.gather(walk(), walk())
+            elapsed = loop.time() - start
+        assert counts == [400, 400]
+        assert fake.stats.rate_limited == 0
+        assert fake.stats.requests == 80
+        # Not much slower than the server's own minimum (from a full budget at this phase).
+        assert elapsed <= server_minimum(algorithm, 80, limit, period, phase) * 1.10 + 0.5
+
+
+@pytest.mark.looptime
+async def test_one_key_against_two_servers_gets_two_gates() -> None:
+    """The same key string against two servers (two fakes of one seed): a 429 from one
+    must not pause the other; against one server the clients share the gate."""
+    async with FakeCallScaler(calls=10) as first, FakeCallScaler(calls=10) as second:
+        assert first.api_key == second.api_key
+        limit = cs.RateLimit(LIMIT, PERIOD)
+        async with (
+            cs.CallScaler(first.api_key, base_url=first.base_url, rate_limit=limit) as a,
+            cs.CallScaler(first.api_key, base_url=first.base_url, rate_limit=limit) as a2,
+            cs.CallScaler(second.api_key, base_url=second.base_url, rate_limit=limit) as b,
+        ):
+            await asyncio.gather(a.account.balance(), a2.account.balance(), b.account.balance())
+            assert a._transport.gate is a2._transport.gate
+            assert a._transport.gate is not b._transport.gate
+            assert a.business != b.business and first.api_key not in a.business
+            first.faults.rate_limit_next(1, retry_after=30)
+            paused = asyncio.create_task(a.account.balance())
+            await asyncio.sleep(0.01)  # the 429 arrived: `a`'s business pauses for 30 s
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await b.account.balance()
+            assert loop.time() - start < 1.0
+            await paused
+            assert loop.time() - start >= 29.0
+        assert first.stats.rate_limited == 1
+        assert second.stats.rate_limited == 0
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+async def test_an_unexpected_429_costs_at_most_a_period_after_the_pause(algorithm: str) -> None:
+    """An unexpected 429 (another consumer, a wrong limit) pauses the business until its
+    ``retry_after``; after that, the rest of the walk takes no more than one period over the
+    least any client could need for it (the server's minimum from a full budget), so the
+    staggered restart is never the slow part."""
+    total, retry_after = 300, 2
+    async with fake_at_phase(algorithm, 0.5, LIMIT, PERIOD, calls=10) as fake:
+        async with cs.CallScaler(
+            fake.api_key, base_url=fake.base_url, rate_limit=cs.RateLimit(LIMIT, PERIOD),
+            business=business(), max_retries=5,
+        ) as client:  # fmt: skip
+
+            async def inject() -> None:
+                while fake.stats.requests < 100:
+                    await asyncio.sleep(0.01)
+                fake.faults.rate_limit_next(1, retry_after=retry_after)
+
+            injector = asyncio.create_task(inject())
+            await hammer(client, 50, total)
+            await injector
+        log = fake.stats.log
+    assert fake.stats.rate_limited == 1
+    refused = next(r.time for r in log if r.status == 429)
+    after = [r.time for r in log if r.status == 200 and r.time > refused]
+    assert min(after) >= refused + retry_after
+    resumed = min(after)  # the pause's end (plus its small jitter)
+    rest = max(after) - resumed
+    least = server_minimum(algorithm, len(after), LIMIT, PERIOD, 0.0)
+    # (Slack: a few probes' round trips, and the restart's random jitter.)
+    assert rest <= least + PERIOD + 0.25, (rest, least, len(after))

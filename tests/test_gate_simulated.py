@@ -1,4 +1,4 @@
-"""The business gate against simulated servers of all three window algorithms.
+"""The business gate against simulated servers of all four window algorithms.
 
 No sockets here: a request is a sleep to the server, a decision by the server's limiter (the
 same limiter classes the fake API uses), and a sleep back. Virtual time (looptime) makes a
@@ -20,8 +20,28 @@ from callscaler_async.ratelimit import BusinessRateGate, RateLimit
 from callscaler_async.ratelimit._state import GateState, HeaderReading, parse_rate_headers
 from callscaler_async.testing._ratelimit import make_limiter
 
-ALGORITHMS = ["fixed", "sliding", "bucket"]
+ALGORITHMS = ["fixed", "sliding", "bucket", "counter"]
 ANCHOR = 1_790_000_001.25  # not a multiple of the period: windows start mid-way
+# Start phases of the server's aligned 3 s window: just after a boundary, half-way, just before.
+PHASES = [0.02, 0.5, 0.97]
+
+
+def anchor_at(phase: float, period: float = 3.0) -> float:
+    return 596_000_000 * period + phase * period
+
+
+def server_minimum(algorithm: str, n: int, limit: int, period: float, phase: float) -> float:
+    """Seconds between the first and the n-th admission the server's algorithm allows, from
+    a full budget at ``phase`` of its aligned window."""
+    if n <= limit:
+        return 0.0
+    if algorithm == "bucket":
+        return (n - limit) * period / limit
+    if algorithm == "fixed":
+        return (1 - phase) * period + (math.ceil(n / limit) - 2) * period
+    if algorithm == "counter":
+        return (1 - phase) * period + (n - limit - 1) * period / limit
+    return (math.ceil(n / limit) - 1) * period
 
 
 class SimServer:
@@ -106,21 +126,25 @@ async def run_workers(server: SimServer, gate: BusinessRateGate, tasks: int, tot
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 @pytest.mark.parametrize("tasks", [1, 50, 1000])
-async def test_no_429_over_many_windows(algorithm: str, tasks: int) -> None:
-    server = SimServer(algorithm, 60, 3.0, latency=0.01, jitter=0.005)
-    gate = make_gate()
+async def test_no_429_over_many_windows(algorithm: str, tasks: int, phase: float) -> None:
+    server = SimServer(algorithm, 60, 3.0, latency=0.01, jitter=0.005, anchor=anchor_at(phase))
+    gate = make_gate_at(anchor_at(phase))
     loop = asyncio.get_running_loop()
     start = loop.time()
     await run_workers(server, gate, tasks, 600)
     elapsed = loop.time() - start
     assert server.rejected == 0
     assert server.served == 600
-    # 600 requests at 60 per 3 s need at least 9 periods after the first burst.
-    assert elapsed >= 9 * 3.0 - 3.0
+    # 600 requests at 60 per 3 s: at least the server's own minimum after the first burst.
+    minimum = server_minimum(algorithm, 600, 60, 3.0, phase)
+    assert elapsed >= minimum - 3.0
     if tasks > 1:
-        assert elapsed <= 9 * 3.0 * 1.10 + 1.0, elapsed
+        # (A sliding log's bursts can fragment: our answered slots fade over a second period
+        # in case the server is a counter, so they free at a probe's answer, not on time.)
+        assert elapsed <= minimum * 1.15 + 1.0, elapsed
 
 
 @pytest.mark.looptime
@@ -148,7 +172,7 @@ async def test_fixed_window_early_reset_is_used_once_clocks_are_known() -> None:
 
 
 @pytest.mark.looptime
-@pytest.mark.parametrize("algorithm", ["sliding", "bucket"])
+@pytest.mark.parametrize("algorithm", ["sliding", "bucket", "counter"])
 async def test_probe_at_reset_is_safe_on_other_algorithms(algorithm: str) -> None:
     server = SimServer(algorithm, 60, 3.0, latency=0.005)
     gate = make_gate()
@@ -158,10 +182,11 @@ async def test_probe_at_reset_is_safe_on_other_algorithms(algorithm: str) -> Non
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-async def test_foreign_consumer_is_learned_from_headers(algorithm: str) -> None:
-    server = SimServer(algorithm, 60, 3.0, latency=0.01)
-    gate = make_gate()
+async def test_foreign_consumer_is_learned_from_headers(algorithm: str, phase: float) -> None:
+    server = SimServer(algorithm, 60, 3.0, latency=0.01, anchor=anchor_at(phase))
+    gate = make_gate_at(anchor_at(phase))
     await run_workers(server, gate, 20, 30)
     # Someone else spends a quarter of the budget behind our back, steadily.
     stop = asyncio.Event()
@@ -218,11 +243,13 @@ async def test_cancelled_waiter_gives_its_place_back() -> None:
     for t in first:
         gate.complete(t, status=200, headers={})
     assert gate.snapshot().waiting == 0
-    # Both slots come back after the period; nothing was leaked to the cancelled waiter.
+    # Both slots come back; nothing was leaked to the cancelled waiter. (Without a Reset
+    # header an answer's slot fades over the second period after it: a sliding-window
+    # counter may still weigh it. The second slot is whole again 1.5 periods later.)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     again = [await gate.acquire() for _ in range(2)]
-    assert loop.time() - t0 <= 3.0 + 1e-9
+    assert loop.time() - t0 <= 1.5 * 3.0 + 0.01
     assert gate.state.in_flight == 2
     for t in again:
         gate.abandon(t)
@@ -504,3 +531,132 @@ async def test_no_shots_against_sliding_and_bucket_servers(algorithm: str) -> No
     await run_workers(server, gate, 50, 600)
     assert server.rejected == 0
     assert gate.state.shots == 0
+
+
+def test_snapshot_says_in_words_what_each_field_means() -> None:
+    import datetime as dt
+
+    from callscaler_async.ratelimit import RateLimitSnapshot
+
+    reset = dt.datetime(2026, 1, 5, 10, 31, tzinfo=dt.UTC)
+    snapshot = RateLimitSnapshot(60, 12, reset, waiting=3, in_flight=2, foreign=13)
+    assert str(snapshot) == (
+        "rate limit: 12 of 60 left, resets 2026-01-05 10:31:00Z; 3 waiting, 2 in flight, "
+        "13 recently spent by another consumer"
+    )
+    assert repr(snapshot).startswith("RateLimitSnapshot(limit=60, remaining=12, ")
+    assert repr(snapshot).endswith(f"  # {snapshot}")
+    assert eval(repr(snapshot), {"RateLimitSnapshot": RateLimitSnapshot, "datetime": dt}) == (
+        snapshot
+    )
+    paused = RateLimitSnapshot(
+        None, None, None, paused_until=reset, probing=False, rate_limited=1
+    )
+    assert str(paused) == (
+        "rate limit: no answer from the server yet; paused after a 429 until "
+        "2026-01-05 10:31:00Z, 0 waiting, 0 in flight, 1 answered 429 so far, "
+        "no request at Reset (the server refused one)"
+    )
+
+
+# ------------------------------------------------------------ sliding-window counter rules
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_remaining_is_exactly_what_each_limiter_admits(algorithm: str) -> None:
+    """Under every algorithm of the fake, Remaining at an instant is how many requests it
+    admits one after the other at that instant (plain numbers, no clock)."""
+    rng = random.Random(3)
+    for trial in range(200):
+        limiter = make_limiter(algorithm, 10, 2.0)
+        now = 1_000_000.0 + rng.uniform(0, 2)
+        for _ in range(rng.randint(0, 40)):
+            now += rng.choice([0.0, 0.01, 0.1, 0.37, 1.0, 2.5])
+            limiter.try_acquire(now)
+        now += rng.uniform(0, 3)
+        remaining = limiter.remaining(now)
+        admitted = 0
+        while limiter.try_acquire(now):
+            admitted += 1
+        assert admitted == remaining, (trial, algorithm)
+        assert limiter.remaining(now) == 0
+        assert limiter.retry_after(now) > 0
+
+
+def test_counter_burst_weighs_into_the_next_window() -> None:
+    """10 at phase 0.5 of a window weigh 10 * (1 - f) at phase f of the next one."""
+    limiter = make_limiter("counter", 10, 2.0)
+    for _ in range(10):
+        assert limiter.try_acquire(1.0)
+    assert not limiter.try_acquire(1.5)
+    assert limiter.reset(1.5) == 2.0  # the end of the aligned window [0, 2)
+    assert limiter.remaining(2.0) == 0  # the new window starts with prev = 10
+    assert limiter.remaining(2.3) == 2  # floor(10 * 0.85) = 8
+    assert limiter.remaining(3.0) == 5
+    assert limiter.retry_after(2.0) == pytest.approx(0.0, abs=1e-6)
+    assert limiter.remaining(5.0) == 10  # two windows later nothing weighs
+
+
+def test_counter_tail_bounds_the_burst_by_its_window() -> None:
+    """Sans-I/O: the gate's ledger after a burst under a counter of 10 per 2 s.
+
+    The burst goes at the server's U + 1.0, half-way through its window [U, U + 2); the
+    answers say Reset U + 2 (the window's end, on a multiple of the period) and Date U + 1.
+    Each slot is held until a period after its answer, then fades over the period after the
+    window's end, never weighing less than the counter does."""
+    state = GateState(10, 2.0)
+    now = 1.0
+    burst = [state.admit(now) for _ in range(10)]
+    assert state.capacity(now) == 0
+    now += RTT
+    for left, ticket in zip(range(9, -1, -1), burst, strict=True):
+        answer = HeaderReading(limit=10, remaining=left, reset_unix=U + 2.0, date_unix=U + 1.0)
+        state.complete(ticket, now, unix_now=U + now, headers=answer, status=200)
+    # Nothing by the ledger until the period is over; the probe goes just after Reset (its
+    # margin: 1% of the period), where the counter's new window has room for one.
+    assert state.capacity(2.0) == 0
+    assert state.next_time(now) == pytest.approx(2.0 + RTT + 0.01)
+    # A period after the answers, each slot still weighs (U + 4 + RTT - t) / 2: half.
+    after = now + 2.0 + 1e-5
+    assert state.capacity(after) == 1  # (what it knows is 2 s old: one scout goes first)
+    ledger = state.limit - state.in_flight - len(state._recent) - state._tail_weight(after)
+    assert ledger == 5
+    server = make_limiter("counter", 10, 2.0)
+    for _ in range(10):
+        server.try_acquire(U + 1.0)
+    assert server.remaining(U + after) >= 5  # floor(10 * (1 - 0.504)) = 4: Remaining 6
+    # Two periods after the window's end nothing of the burst weighs.
+    assert state.limit - state._tail_weight(now + 3.0 + 1e-5) == 10
+
+
+def test_without_date_a_slot_fades_over_two_periods() -> None:
+    state = GateState(4, 2.0)
+    tickets = [state.admit(0.0) for _ in range(4)]
+    for ticket in tickets:
+        state.complete(ticket, 0.5, unix_now=U + 0.5)  # no headers at all
+    assert state.capacity(2.5) == 0  # full for a period after the answer
+    assert state.capacity(3.5 + 1e-5) == 2  # half faded: 4 * 0.5 = 2 still held
+    assert state.next_time(2.5) == pytest.approx(2.5, abs=1e-4)  # the first at once
+    assert state.capacity(4.5 + 1e-5) == 4
+
+
+def test_the_fresh_remaining_caps_the_ledger() -> None:
+    """An answer's Remaining lower than the ledger's free slots (someone else spends the
+    budget, or the server counts differently): no more than Remaining goes."""
+    state = GateState(10, 60.0)
+    first = state.admit(0.0)
+    answer = HeaderReading(limit=10, remaining=2, reset_unix=None, date_unix=U)
+    state.complete(first, 0.1, unix_now=U + 0.1, headers=answer, status=200)
+    assert state.capacity(0.1) == 2  # the ledger alone would say 9
+
+
+def test_probe_waits_for_requests_still_in_flight() -> None:
+    """Under a counter, a request in flight at Reset may be counted in the new window: the
+    probe goes ``period / limit`` later for each."""
+    state = GateState(10, 2.0)
+    burst = [state.admit(1.0) for _ in range(10)]
+    for left, ticket in zip(range(9, 0, -1), burst[:9], strict=True):
+        answer = HeaderReading(limit=10, remaining=left, reset_unix=U + 2.0, date_unix=U + 1.0)
+        state.complete(ticket, 1.0 + RTT, unix_now=U + 1.0 + RTT, headers=answer)
+    # One request of the burst is still on its way: the probe waits one step (0.2 s) more.
+    assert state.next_time(1.5) == pytest.approx(2.0 + RTT + 0.01 + 0.2)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+import yarl
 
 import callscaler_async as cs
 from callscaler_async.contrib.fastapi import CallScalerClients, parse_rate_limit
@@ -335,7 +336,8 @@ def test_cli_commands_share_the_budget_through_redis(redis_server: RedisServer) 
         }
         result = CliRunner().invoke(main, ["numbers", "list", "--json"], env=env)
         assert result.exit_code == 0, result.output
-        business = business_key(fake.api_key)
+        origin = str(yarl.URL(fake.base_url).origin()).lower()
+        business = business_key(fake.api_key, origin)
     inspector = redis.Redis.from_url(redis_server.url)
     try:  # paced through the ledger, then closed: its answers reported, its lease ended
         assert inspector.zcard(f"callscaler:rl:{{{business}}}:rel") >= 1

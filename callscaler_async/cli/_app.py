@@ -638,7 +638,7 @@ def calls_export(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--calls", "n_calls", type=click.IntRange(1), default=500, show_default=True)
 @click.option(
-    "--window", type=click.Choice(["fixed", "sliding", "bucket"]), default="fixed",
+    "--window", type=click.Choice(["fixed", "sliding", "bucket", "counter"]), default="fixed",
     show_default=True, help="The rate-limit window algorithm.",
 )  # fmt: skip
 @click.option("--limit", type=click.IntRange(1), default=60, show_default=True)

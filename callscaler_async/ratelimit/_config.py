@@ -69,14 +69,25 @@ class RateLimit:
         return f"RateLimit(requests={self.requests!r}, period={self.period!r}{share})"
 
 
-@attrs.frozen
+@attrs.frozen(repr=False)
 class RateLimitSnapshot:
     """What the gate knows now: the server's last word and our own pacing state.
 
-    ``limit``/``remaining``/``reset_at`` come from the latest ``X-RateLimit-*`` headers
-    (None before the first response); ``paused_until`` is set while a 429 pauses the
-    business; ``waiting`` counts tasks queued at the gate, ``in_flight`` requests sent and not
-    yet answered, ``foreign`` requests the server counted that were not ours.
+    * ``limit``, ``remaining``, ``reset_at``: the latest ``X-RateLimit-Limit``,
+      ``-Remaining`` (how many more the server would admit at that instant) and ``-Reset``
+      (as an aware UTC datetime) headers; None before the first response that had them.
+    * ``paused_until``: set while a 429 pauses every request of the business.
+    * ``waiting``: tasks queued at the gate for a slot.
+    * ``in_flight``: requests sent and not answered yet.
+    * ``foreign``: requests the server counted recently that were not this gate's (another
+      process, key or tool spending the same budget); held back from our own budget.
+    * ``probing``: whether one request may go at ``X-RateLimit-Reset`` when nothing else
+      allows one (turned off for good when such a request was refused).
+    * ``rate_limited``: 429 answers received so far.
+
+    ``print(client.rate_limit)`` says the same in words::
+
+        rate limit: 12 of 60 left, resets 2026-01-05 10:31:00Z; 3 waiting, 2 in flight
     """
 
     limit: int | None
@@ -88,6 +99,37 @@ class RateLimitSnapshot:
     foreign: int = 0
     probing: bool = True
     rate_limited: int = 0
+
+    def __str__(self) -> str:
+        def when(moment: dt.datetime) -> str:
+            return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+        if self.remaining is None:
+            head = "rate limit: no answer from the server yet"
+        else:
+            of = f" of {self.limit}" if self.limit is not None else ""
+            head = f"rate limit: {self.remaining}{of} left"
+            if self.reset_at is not None:
+                head += f", resets {when(self.reset_at)}"
+        parts = [f"{self.waiting} waiting", f"{self.in_flight} in flight"]
+        if self.paused_until is not None:
+            parts.insert(0, f"paused after a 429 until {when(self.paused_until)}")
+        if self.foreign:
+            parts.append(f"{self.foreign} recently spent by another consumer")
+        if self.rate_limited:
+            parts.append(f"{self.rate_limited} answered 429 so far")
+        if not self.probing:
+            parts.append("no request at Reset (the server refused one)")
+        return f"{head}; {', '.join(parts)}"
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimitSnapshot(limit={self.limit!r}, remaining={self.remaining!r}, "
+            f"reset_at={self.reset_at!r}, paused_until={self.paused_until!r}, "
+            f"waiting={self.waiting!r}, in_flight={self.in_flight!r}, "
+            f"foreign={self.foreign!r}, probing={self.probing!r}, "
+            f"rate_limited={self.rate_limited!r})  # {self}"
+        )
 
 
 class RateGate(Protocol):

@@ -6,30 +6,62 @@ gidgethub's ``sansio``).
 
 Why this is safe whatever window the server runs
 -------------------------------------------------
-Whether the server counts a fixed window, a sliding log or a token bucket of capacity ``N``
-refilled at ``N / P`` per second, its capacity at any instant ``t`` is at least
-``N - (requests it counted in (t - P, t])``. (For the bucket:
-``tokens(t) >= min(N, tokens(t - P) + N - spent(t - P, t]) >= N - spent(t - P, t]``.)
-So a client that never has more than ``N`` requests counted in any window of length ``P``
-never earns a 429 from any of the three. The server counts a request at some instant between
-our send and our receipt of its answer, so each request of ours *occupies a slot* from its
-send until ``P`` after its answer arrived: no latency guess is needed.
+Four algorithms are covered, with ``N`` requests per period ``P``: a fixed window, a sliding
+log, a token bucket (capacity ``N``, refilled at ``N / P`` per second) and a sliding-window
+counter (windows aligned to multiples of ``P`` on the server's clock; at phase ``f`` of a
+window it admits while ``floor(prev * (1 - f) + cur) + 1 <= N``, ``prev`` being the previous
+window's count). The gate relies on two properties of the server, and they hold for all four:
+
+1. **Remaining is what it would admit at that instant, and it only grows with time.** Without
+   new requests a window ends, a log entry leaves, a bucket refills, a counter's previous
+   window weighs less (and at a counter's window boundary nothing jumps: the weight of the
+   previous window has faded to 0 exactly when the current one becomes the previous one,
+   weighing what it counted). So ``Remaining`` minus our requests it may not have counted
+   yet (sent later, or still in flight when it answered) may go at once, and stays true
+   until newer evidence arrives.
+2. **Each counted request weighs at most 1 for ``P`` after it was counted and then fades
+   to nothing within one more period, linearly.** The fixed window, the log and the bucket
+   weigh it at most 1 for ``P`` and nothing afterwards: their capacity at ``t`` is at least
+   ``N - (requests counted in (t - P, t])`` (for the bucket:
+   ``tokens(t) >= min(N, tokens(t - P) + N - spent(t - P, t]) >= N - spent(t - P, t]``).
+   A counter weighs a request 1 until the end ``E`` of the aligned window it was counted in
+   (never more than ``P`` later), then ``(E + P - t) / P``: its Remaining is
+   ``N - cur - floor(prev * (1 - f))``, at least ``N`` minus the sum of these weights, rounded
+   up to a whole request. A sliding log and a counter cannot be told apart from one burst's
+   answers (the log frees the burst at once one period later, the counter only bit by bit),
+   so the ledger holds the larger weight of the two.
+
+The ledger: the server counts a request at some instant between our send and our receipt of
+its answer, so a request of ours *occupies a slot* from its send until ``P`` after its
+answer arrived (no latency guess is needed), then a *fading tail* of weight
+``(end - t) / P``: ``end`` is one period after the latest aligned window end it can have
+been counted in, bounded by that answer's ``Date`` (the server wrote it at ``Date`` or
+later, before ``Date + 1``), the clock offset learnt so far, and the answer's Reset when it
+falls on a multiple of ``P`` (a Reset is never before the instant its request was counted,
+whatever else it means: servers differ there, a counter's may be the end of the window or
+the instant the next slot frees); two periods after the answer when nothing bounds it. The
+whole slots a tail still takes are its summed weight rounded up (integer nanoseconds, plus a
+hair of slack per entry for a server's floating-point phase). The gate admits while the
+ledger or the server's word (property 1) has room, and the larger of two true lower bounds
+is a true lower bound.
 
 Three refinements make it use the whole budget and stay safe with company:
 
-* **The server's count is an authority.** ``X-RateLimit-Remaining`` is how many more the
-  server would admit at the instant it answered, and under all three algorithms that number
-  only grows with time. So ``Remaining`` minus our requests it may not have counted yet (sent
-  later, or still in flight when it answered) may go at once, even where the sliding rule
-  would wait: this is how a fixed window's early reset is used, without guessing the algorithm.
+* **The server's count is an authority** (property 1): this is how a fixed window's early
+  reset, a sliding log's release, a bucket's refill are used without knowing which it is.
 * **Reset frees at least one slot.** Whatever the algorithm, by ``X-RateLimit-Reset`` at
-  least one request more is admitted (the window ended, the oldest request left the log, or
-  the bucket refilled). When nothing else allows a request, one *probe* goes at Reset; its
-  answer carries a fresh ``Remaining``. The probe is counted like any request, so the sliding
-  rule simply waits one slot longer. A 429 on a probe switches probing off for good.
-* **Other consumers.** What the server counts beyond our own requests was spent by someone
-  else (another key, a cron job). That foreign share is held as occupied until it must have
-  expired.
+  least one request more is admitted if nothing else was counted since (the window ended,
+  the oldest request left the log, the bucket refilled, the counter's new window has room:
+  ``prev <= N`` weighs less than ``N`` once ``f > 0``), and never later than one period after
+  that answer's request was counted. When nothing else allows a request, one *probe* goes at
+  Reset (or at our ``answer + P`` if that is earlier: no clock offset or rounding of Reset
+  to the second can push it later); its answer carries a fresh ``Remaining``. Under a
+  counter our requests still in flight may be counted in the new window, so the probe
+  waits ``P / N`` more for each. The probe is counted like any request. A 429 on a probe
+  switches probing off for good.
+* **Other consumers.** What the server counts beyond our own requests (net of our slots and
+  fading tails) was spent by someone else (another key, a cron job). That foreign share is
+  held as occupied until it must have expired.
 
 A 429 pauses the whole business until its ``retry_after`` has passed.
 
@@ -66,6 +98,7 @@ from __future__ import annotations
 
 import bisect
 import email.utils
+import heapq
 import math
 from collections import deque
 from collections.abc import Mapping
@@ -81,6 +114,11 @@ __all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers"]
 _MAX_RESET_PERIODS: Final = 3.0
 # Calibration shots per clock-offset estimate (a stepped clock starts a new estimate).
 _MAX_SHOTS: Final = 6
+# Nanoseconds per second: the fading tail is kept in integer ns.
+_NS: Final = 1_000_000_000
+# Each tail entry is held this many ns longer than its arithmetic says: a server computes its
+# window phase in floating point (a Unix time near 2e9 s resolves only ~0.24 µs).
+_TAIL_SLACK: Final = 10_000
 
 
 @attrs.define(slots=True)
@@ -228,6 +266,7 @@ class GateState:
         "_probe_at",
         "_probe_ticket",
         "_recent",
+        "_recent_ends",
         "_reset_beyond_refill",
         "_seq",
         "_shot_at",
@@ -236,11 +275,14 @@ class GateState:
         "_shots_wanted",
         "_skew_hi",
         "_skew_lo",
+        "_tail",
+        "_tail_sum",
         "_unix_offset",
         "limit",
         "paused_until",
         "pauses",
         "period",
+        "period_ns",
         "probing",
         "rate_limited",
         "remaining",
@@ -250,6 +292,7 @@ class GateState:
         "server_limit",
         "shots",
         "skew",
+        "slot_hold",
     )
 
     def __init__(self, limit: int, period: float, *, reset_margin: float | None = None) -> None:
@@ -259,6 +302,12 @@ class GateState:
             raise ValueError(f"period must be > 0, got {period!r}")
         self.limit = limit
         self.period = period
+        # The fading tail of answered requests is kept in integer nanoseconds: exact sums.
+        self.period_ns = max(1, math.floor(period * _NS))
+        # An answered slot is ours a hair longer than a period: a log that counts its edge
+        # (a request at ``t`` still counted at ``t + period``) is met exactly when the
+        # answer came back in the instant it was counted.
+        self.slot_hold = period + max(1e-6, period * 1e-9)
         self.reset_margin = (
             reset_margin if reset_margin is not None else min(1.0, max(0.005, period / 200))
         )
@@ -268,6 +317,13 @@ class GateState:
         # When each of our answered requests that still occupy a slot was answered (loop
         # time; answers are recorded at the current time, so appends keep the order).
         self._recent: deque[float] = deque()
+        # For each of them, when its weight under a sliding-window counter has faded to 0
+        # (integer ns; see _answer_fades_at): after ``answered + period`` it joins the tail.
+        self._recent_ends: deque[int] = deque()
+        # Answered more than a period ago, still weighing ``(end - now) / period`` each:
+        # a heap of ends, and their sum.
+        self._tail: list[int] = []
+        self._tail_sum = 0
         self._answers = 0  # answers recorded so far
         self._max_latency = 0.0
         # Budget spent by other consumers, held until it must have expired.
@@ -317,11 +373,19 @@ class GateState:
 
     def _expire(self, now: float) -> None:
         recent = self._recent
-        period = self.period
-        # Same expression as in next_time (done_at + period), so float rounding can never
+        period = self.slot_hold
+        tail = self._tail
+        now_ns = math.floor(now * _NS)
+        # Same expression as in next_time (done_at + slot_hold), so float rounding can never
         # leave a slot "due" but not expired.
         while recent and recent[0] + period <= now:
             recent.popleft()
+            end = self._recent_ends.popleft()
+            if end > now_ns:
+                heapq.heappush(tail, end)
+                self._tail_sum += end
+        while tail and tail[0] <= now_ns:
+            self._tail_sum -= heapq.heappop(tail)
         held = self._foreign_held
         while held and held[0][0] <= now:
             held.popleft()
@@ -330,8 +394,18 @@ class GateState:
         else:
             self._foreign = 0
         self._next_expiry = min(
-            recent[0] + period if recent else math.inf, held[0][0] if held else math.inf
+            recent[0] + period if recent else math.inf,
+            held[0][0] if held else math.inf,
+            tail[0] / _NS if tail else math.inf,
         )
+
+    def _tail_weight(self, now: float) -> int:
+        """Whole slots the fading tail still takes at ``now`` (rounded up, never down)."""
+        tail = self._tail
+        if not tail:
+            return 0
+        weight = self._tail_sum + _TAIL_SLACK * len(tail) - len(tail) * math.floor(now * _NS)
+        return weight // self.period_ns if weight > 0 else 0
 
     def capacity(self, now: float) -> int:
         """How many requests may go at ``now`` (0 while paused)."""
@@ -341,6 +415,8 @@ class GateState:
         if now < self.paused_until:
             return 0
         ledger = self.limit - self._in_flight - len(self._recent) - self._foreign
+        if self._tail:
+            ledger -= self._tail_weight(now)
         sliding = ledger
         observed = self._obs_remaining
         if observed is not None:
@@ -440,10 +516,12 @@ class GateState:
     def _probe_due(self, now: float) -> bool:
         # Only the first request after a Reset may rely on it: any request admitted since
         # the Reset (by the other rules) may already have taken the slot it frees.
+        # Under a sliding-window counter our requests still in flight may be counted in the
+        # new window: each one more pushes the first free slot ``period / limit`` later.
         return (
             self.probing
             and self._probe_at is not None
-            and now >= self._probe_at
+            and now >= self._probe_at + self._in_flight * self.period / self.limit
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         )
@@ -453,27 +531,18 @@ class GateState:
         if self.capacity(now) > 0:
             return now
         candidates: list[float] = []
-        occupied = self._in_flight + len(self._recent) + self._foreign + self._hold
-        excess = occupied - self.limit  # slots that must free before one is ours
         if self._hold and self._shot_at is not None and self._shot_ticket is None:
             candidates.append(self._shot_at)
-        # Slots free as our answers age out and the foreign share expires, in time order.
-        period = self.period
-        frees = [done_at + period for done_at in self._recent]
-        if self._foreign:
-            frees.extend([self._foreign_until] * min(self._foreign, excess + 1))
-            frees.sort()
-        if 0 <= excess < len(frees):
-            candidates.append(frees[excess])
-        elif excess < 0:
-            candidates.append(now)  # only the pause holds us
+        frees = self._ledger_frees_at(now)
+        if frees is not None:
+            candidates.append(frees)
         if (
             self.probing
             and self._probe_at is not None
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         ):
-            candidates.append(self._probe_at)
+            candidates.append(self._probe_at + self._in_flight * self.period / self.limit)
         if not candidates:
             return None
         ready = max(min(candidates), self.paused_until, now)
@@ -482,6 +551,68 @@ class GateState:
             # millisecond later rather than spin.
             ready = now + 0.001
         return ready
+
+    def _ledger_frees_at(self, now: float) -> float | None:
+        """Earliest loop time at which the ledger grants a slot (``now`` when it does now;
+        None when only an answer can free one).
+
+        Walks the events ahead in time order: an answer's full slot turning into a fading
+        tail, a tail entry fading out, the foreign share expiring. Between two events the
+        tail's weight falls linearly, so the instant it drops below what is left is solved
+        exactly (integer ns, as ``_tail_weight`` rounds it).
+        """
+        allowed = self.limit - 1 - self._in_flight - self._hold
+        if allowed < 0:
+            return None
+        hold = self.slot_hold
+        period_ns = self.period_ns
+        recent = self._recent
+        ends = self._recent_ends
+        held = self._foreign_held
+        tail = self._tail
+        total = self._tail_sum + _TAIL_SLACK * len(tail)
+        count = len(tail)
+        fading = list(tail)  # a copy of the heap: entries leave it as they fade out
+        full_index = 0
+        held_index = 0
+        t = now
+        while True:
+            t_ns = math.floor(t * _NS)
+            while fading and fading[0] <= t_ns:
+                total -= heapq.heappop(fading) + _TAIL_SLACK
+                count -= 1
+            while held_index < len(held) and held[held_index][0] <= t:
+                held_index += 1
+            foreign = held[held_index][1] if held_index < len(held) else 0
+            room = allowed - (len(recent) - full_index) - foreign  # whole slots for the tail
+            next_event = math.inf
+            if full_index < len(recent):
+                next_event = recent[full_index] + hold
+            if fading and fading[0] / _NS < next_event:
+                next_event = fading[0] / _NS
+            if held_index < len(held) and held[held_index][0] < next_event:
+                next_event = held[held_index][0]
+            if room >= 0:
+                if count == 0 or total - count * t_ns < (room + 1) * period_ns:
+                    return t
+                # The tail weighs less than room + 1 slots from this ns on:
+                at_ns = (total - (room + 1) * period_ns) // count + 1
+                at = at_ns / _NS
+                if math.floor(at * _NS) < at_ns:
+                    at = (at_ns + 1) / _NS
+                if at < next_event:
+                    return at
+            if next_event == math.inf:
+                return None
+            # (An entry due within the ns of ``t`` may round to ``t`` itself: move on.)
+            t = next_event if next_event > t else math.nextafter(t, math.inf)
+            while full_index < len(recent) and recent[full_index] + hold <= t:
+                end = ends[full_index]
+                full_index += 1
+                if end > math.floor(t * _NS):
+                    heapq.heappush(fading, end)
+                    total += end + _TAIL_SLACK
+                    count += 1
 
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
@@ -508,7 +639,14 @@ class GateState:
             self.shots += 1
             self._shots_wanted = False
         if probe:
-            sliding = self.limit - self._in_flight - len(self._recent) - self._foreign + 1
+            sliding = (
+                self.limit
+                - self._in_flight
+                - len(self._recent)
+                - self._tail_weight(now)
+                - self._foreign
+                + 1
+            )
             header = (
                 self._obs_remaining - self._obs_uncounted + 1
                 if self._obs_remaining is not None
@@ -570,8 +708,9 @@ class GateState:
             else:
                 self._forget(ticket)
             recent.append(now)
-            if now + self.period < self._next_expiry:
-                self._next_expiry = now + self.period
+            self._recent_ends.append(self._answer_fades_at(ticket, now, unix_now, headers))
+            if now + self.slot_hold < self._next_expiry:
+                self._next_expiry = now + self.slot_hold
             self._answers += 1
             latency = now - ticket.sent_at
             if latency > self._max_latency:
@@ -610,6 +749,46 @@ class GateState:
             if self._shot_at is None:
                 self._release_hold()
         return None
+
+    def _answer_fades_at(
+        self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
+    ) -> int:
+        """When (loop time, integer ns) this answered request weighs nothing under any of
+        the four algorithms (see the module docstring).
+
+        A sliding-window counter weighs it fully until the end of the aligned window it was
+        counted in, then less and less over the next one: it weighs nothing one period after
+        that window's end, and never later than two periods after the answer. Where the
+        server's clock is bounded (this answer's ``Date``, the offset learnt so far), the
+        window's end is bounded too: the latest window the request can have been counted in.
+        Its own Reset is not used: servers differ on what Reset means under a counter.
+        """
+        period = self.period
+        latest = math.ceil((now + 2 * period) * _NS)
+        date = headers.date_unix if headers is not None else None
+        if date is None:
+            return latest
+        # The server counted it before it wrote the answer (before Date + 1) and before our
+        # ``now`` (at most our Unix time plus the largest offset allowed).
+        counted_by = date + 1.0 + (now - ticket.sent_at)
+        if unix_now + self._skew_hi < counted_by:
+            counted_by = unix_now + self._skew_hi
+        window_end = (math.floor(counted_by / period) + 1) * period
+        # A Reset is never before the instant its request was counted (it tells of the
+        # future): when it falls on a multiple of the period, the window the request was
+        # counted in ends there or earlier, whatever else Reset means on this server.
+        reset = headers.reset_unix if headers is not None else None
+        if reset is not None and date <= reset < window_end:
+            nearest = round(reset / period) * period
+            if abs(reset - nearest) <= 1e-6 * period and nearest > date - 1.0:
+                window_end = nearest
+        # The server's clock read at least Date (and our Unix time plus the least offset)
+        # when ours read ``now``.
+        server_now = max(date, unix_now + self._skew_lo)
+        fades_at = now + (window_end - server_now) + period
+        if fades_at >= now + 2 * period:
+            return latest
+        return math.ceil((now + period if fades_at < now + period else fades_at) * _NS)
 
     def _observe(
         self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int
@@ -651,7 +830,11 @@ class GateState:
             self._probe_at = None
             self._reset_beyond_refill = False
         else:
-            self._probe_at = reset_at + self.reset_margin
+            # Whatever the algorithm, what the Reset frees is free one period after this
+            # request was counted (a window's end, the log's oldest entry leaving, a full
+            # bucket: none is later), so before our ``now + period``: no clock offset or
+            # rounding of Reset to the second can push the probe past that.
+            self._probe_at = min(reset_at + self.reset_margin, now + period * (1 + 1e-6))
             # A token bucket's Reset (full again) is at most (limit - Remaining) refills after
             # the answer was written, plus its rounding up: a later one rules a bucket out,
             # whose Reset no shot could ever bring forward.
@@ -678,7 +861,9 @@ class GateState:
         in_flight_before = (
             bisect.bisect_left(self._in_flight_seqs, ticket.seq) if alerted else self._in_flight
         )
-        foreign = (limit - remaining) - (len(self._recent) + in_flight_before)
+        foreign = (limit - remaining) - (
+            len(self._recent) + self._tail_weight(now) + in_flight_before
+        )
         if foreign > 0:
             held = self._foreign_held
             while held and held[-1][1] <= foreign:

@@ -42,9 +42,15 @@ __all__ = ["BusinessRateGate", "business_key", "gate_for", "max_wait_refusal"]
 logger = logging.getLogger("callscaler_async.ratelimit")
 
 
-def business_key(api_key: str) -> str:
-    """A stable, secret-free name for the business behind a key (when none is given)."""
-    digest = hashlib.sha256(api_key.encode()).hexdigest()[:16]
+def business_key(api_key: str, origin: str | None = None) -> str:
+    """A stable, secret-free name for the business behind a key (when none is given).
+
+    With ``origin`` (scheme, host and port of the API) the same key used against two
+    servers (a sandbox and production, two fakes in one test run) names two businesses:
+    each server counts its own budget, and a 429 from one must not pause the other.
+    """
+    material = api_key if origin is None else f"{api_key}\n{origin}"
+    digest = hashlib.sha256(material.encode()).hexdigest()[:16]
     return f"key-{digest}"
 
 

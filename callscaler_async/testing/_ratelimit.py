@@ -1,6 +1,7 @@
-"""Per-business rate limiters of the fake: fixed window, sliding log, token bucket.
+"""Per-business rate limiters of the fake: fixed window, sliding log, token bucket and
+sliding-window counter.
 
-All three take the fake's Unix time ``now`` (a float derived from ``loop.time()``, so it is
+All four take the fake's Unix time ``now`` (a float derived from ``loop.time()``, so it is
 virtual under ``looptime``) and keep O(limit) state. They share one small interface:
 
 * ``try_acquire(now) -> bool``: admit (and count) one request, or refuse without counting.
@@ -10,9 +11,15 @@ virtual under ``looptime``) and keep O(limit) state. They share one small interf
   - fixed: the end of the current window, ``(floor(now / period) + 1) * period``;
   - sliding: the moment the oldest admitted request leaves the window
     (``oldest + period``, when Remaining next goes up), or ``now`` if the log is empty;
-  - bucket: the moment the bucket is full again, ``now + (capacity - tokens) / rate``.
+  - bucket: the moment the bucket is full again, ``now + (capacity - tokens) / rate``;
+  - counter: the end of the current aligned window, as for ``fixed`` (what servers running
+    the weighted two-window estimate commonly send). Unlike a fixed window's, this Reset
+    does not restore the budget: the previous window's weight only fades over the next one.
 
 * ``retry_after(now) -> float``: seconds until a request would be admitted (0 if now).
+
+Remaining is exactly how many requests the limiter would admit at that instant, one after
+the other, under every algorithm.
 """
 
 from __future__ import annotations
@@ -21,7 +28,15 @@ import math
 from collections import deque
 from typing import Protocol
 
-__all__ = ["ALGORITHMS", "FixedWindow", "RateLimiter", "SlidingLog", "TokenBucket", "make_limiter"]
+__all__ = [
+    "ALGORITHMS",
+    "FixedWindow",
+    "RateLimiter",
+    "SlidingLog",
+    "SlidingWindowCounter",
+    "TokenBucket",
+    "make_limiter",
+]
 
 
 class RateLimiter(Protocol):
@@ -149,15 +164,85 @@ class TokenBucket:
         return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
 
 
-ALGORITHMS: dict[str, type[FixedWindow] | type[SlidingLog] | type[TokenBucket]] = {
+class SlidingWindowCounter:
+    """The weighted two-window estimate (Cloudflare's sliding-window counter).
+
+    Windows are aligned to Unix multiples of ``period``. At phase ``f`` of the current window
+    (``f = now / period - floor(now / period)``) a request is admitted while
+    ``floor(prev * (1 - f) + cur) + 1 <= limit``, ``prev`` being the previous window's count
+    and ``cur`` the current one's. So a burst at the start of a window still weighs almost
+    its whole size at the start of the next, and fades linearly over it.
+
+    Remaining: ``limit - cur - floor(prev * (1 - f))`` (at least 0), exactly how many more it
+    would admit at that instant (``cur`` is an integer, so the floor of the sum is ``cur``
+    plus the floor of the weight). Reset: the end of the current window.
+    """
+
+    __slots__ = ("cur", "limit", "period", "prev", "window")
+
+    def __init__(self, limit: int, period: float) -> None:
+        self.limit = limit
+        self.period = period
+        self.window = -1
+        self.cur = 0
+        self.prev = 0
+
+    def _roll(self, now: float) -> float:
+        """Move to the window of ``now``; return the phase ``f`` in [0, 1)."""
+        scaled = now / self.period
+        w = math.floor(scaled)
+        if w != self.window:
+            self.prev = self.cur if w == self.window + 1 else 0
+            self.cur = 0
+            self.window = w
+        return scaled - w
+
+    def _weighed(self, now: float) -> int:
+        f = self._roll(now)
+        return self.cur + math.floor(self.prev * (1.0 - f))
+
+    def try_acquire(self, now: float) -> bool:
+        if self._weighed(now) + 1 > self.limit:
+            return False
+        self.cur += 1
+        return True
+
+    def remaining(self, now: float) -> int:
+        return max(0, self.limit - self._weighed(now))
+
+    def reset(self, now: float) -> float:
+        return (math.floor(now / self.period) + 1) * self.period
+
+    def retry_after(self, now: float) -> float:
+        f = self._roll(now)
+        if self.cur + math.floor(self.prev * (1.0 - f)) < self.limit:
+            return 0.0
+        end = (self.window + 1) * self.period
+        room = self.limit - self.cur
+        if room > 0 and self.prev > 0:
+            # prev * (1 - f) must fall below ``room``: at phase 1 - room / prev (just after).
+            at = self.window * self.period + (1.0 - room / self.prev) * self.period
+            if at < end:
+                # Admitted only strictly after that instant: never answer "now" to a refusal.
+                return max(at - now, 1e-6)
+        # Not in this window: in the next one ``cur`` becomes ``prev`` and weighs
+        # ``cur * (1 - f)``, below the limit as soon as f > 1 - limit / cur (cur <= limit).
+        return end + max(0.0, 1.0 - self.limit / self.cur) * self.period - now
+
+
+ALGORITHMS: dict[
+    str,
+    type[FixedWindow] | type[SlidingLog] | type[TokenBucket] | type[SlidingWindowCounter],
+] = {
     "fixed": FixedWindow,
     "sliding": SlidingLog,
     "bucket": TokenBucket,
+    "counter": SlidingWindowCounter,
 }
 
 
 def make_limiter(algorithm: str, limit: int, period: float) -> RateLimiter:
-    """Build the limiter named ``algorithm`` ("fixed", "sliding" or "bucket")."""
+    """Build the limiter named ``algorithm`` ("fixed", "sliding", "bucket" or "counter")."""
     try:
         cls = ALGORITHMS[algorithm]
     except KeyError:

@@ -29,6 +29,10 @@ algorithm (``now`` is the fake's Unix time):
   ``ceil(oldest admitted in window + period)`` (when Remaining next rises), ``now`` if empty.
 * ``bucket``: token bucket, capacity ``rate_limit``, refill ``rate_limit / period`` per second,
   starts full; Remaining = floor(tokens); Reset = ``ceil`` of the time the bucket is full again.
+* ``counter``: sliding-window counter (the weighted two-window estimate), windows aligned to
+  multiples of ``period``: admitted while ``floor(prev * (1 - f) + cur) + 1 <= rate_limit`` at
+  phase ``f`` of the window; Remaining = ``rate_limit - cur - floor(prev * (1 - f))``; Reset =
+  end of the current window (the common choice; it does not restore the budget).
 
 ``reset_header="past"`` reports Reset one hour ago, ``"far"`` three years ahead.
 

@@ -7,6 +7,8 @@ Registered through the ``pytest11`` entry point ``callscaler_async``::
 
     async def test_two(callscaler_fake_factory):
         fake = await callscaler_fake_factory(rate_limit=5, period=3.0, algorithm="sliding")
+
+``algorithm`` is one of "fixed", "sliding", "bucket" or "counter" (a sliding-window counter).
 """
 
 from __future__ import annotations
