@@ -282,7 +282,7 @@ def test_the_readme_tour_runs_twice_and_prints_what_its_comment_says(tmp_path: P
         assert len(fake.purchases) == 2  # a number bought (and released) by each run
     for lines in outputs:
         assert lines[0] == promised.group(1).strip()
-        assert lines[-1].startswith("RateLimitSnapshot(")
+        assert lines[-1].startswith("rate limit: ")  # the snapshot says itself in words
     assert outputs[0][:-1] == outputs[1][:-1]  # the same walk both times
     assert (tmp_path / "call.mp3").stat().st_size > 0
 

@@ -286,9 +286,11 @@ async def test_two_concurrent_walks_earn_no_429(algorithm: str, phase: float) ->
             elapsed = loop.time() - start
         assert counts == [400, 400]
         assert fake.stats.rate_limited == 0
-        assert fake.stats.requests == 80
+        # 40 pages each, plus each walk's second look at page 1 (a concurrent walk's check
+        # that nothing shifted the list under it).
+        assert fake.stats.requests == 82
         # Not much slower than the server's own minimum (from a full budget at this phase).
-        assert elapsed <= server_minimum(algorithm, 80, limit, period, phase) * 1.10 + 0.5
+        assert elapsed <= server_minimum(algorithm, 82, limit, period, phase) * 1.10 + 0.5
 
 
 @pytest.mark.looptime

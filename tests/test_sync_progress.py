@@ -318,9 +318,10 @@ def test_sync_on_a_terminal_without_rich_prints_plain_lines(tmp_path: Path) -> N
 def test_sync_interrupted_on_a_terminal_says_what_is_saved_and_resumes(tmp_path: Path) -> None:
     pytest.importorskip("rich")
     out = tmp_path / "calls.jsonl"
+    # By pages and with slow answers: the sync lasts long enough for Ctrl-C to land mid-way
+    # (by export a window is one request).
     argv = [sys.executable, "-m", "callscaler_async.cli", "sync", "calls", "--since",
-            "2026-01-01", "--out", str(out)]  # fmt: skip
-    # Slow answers keep the sync going long enough for Ctrl-C to land mid-way.
+            "2026-01-01", "--out", str(out), "--strategy", "pages"]  # fmt: skip
     with ThreadedFake(calls=6000, seed=12, rate_limit=10_000, period=60.0, latency=0.05) as fake:
         some = r" [1-9][\d,]*/6,000 calls"  # a batch or more delivered
         first = _run_on_pty(argv, _cli_env(fake), interrupt_on=some, expect=130)
