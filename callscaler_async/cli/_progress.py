@@ -201,7 +201,9 @@ def summary_lines(summary: SyncSummary) -> list[str]:
     budget = f"{limit.requests:,} requests / {limit.period:g} s" if limit else "the rate limit"
     ratio = summary.elapsed_over_minimum
     if ratio is None:
-        over = f"no wait needed (every request fit in one window of {budget})"
+        # The budget asked for no wait; the run may still have waited (another process's
+        # requests still counted, a 429's pause), so say only what the budget needed.
+        over = f"the budget's minimum is 0 s (every request fits in one window of {budget})"
     elif ratio < 1:
         # Faster than the sliding-window minimum: a fixed window reset early, or the
         # server's period is shorter than the configured one.
