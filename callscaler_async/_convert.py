@@ -13,8 +13,8 @@ Everything that turns API JSON into models (and back) is configured here, once:
 Decoding runs the plain (fast) converter first; only when that fails is the input
 structured again with the detailed converter to name the JSON path of the first bad value.
 
-Nothing is built at import (issue #7: import time): cattrs is imported and a converter
-configured on first use, and a model's structuring function is generated the first time
+Nothing is built at import (import time is part of the SDK's cost): cattrs is imported and
+a converter configured on first use, and a model's structuring function is generated the first time
 that model is decoded (hook factories). cattrs is therefore imported inside the functions
 that use it, all of which run after the first decode or encode.
 """
@@ -808,7 +808,7 @@ def _configure(conv: Converter) -> Converter:
 
 
 # The converters are configured on first use, not at import: importing cattrs and building
-# a converter would be most of the SDK's own import time (issue #7).
+# a converter would be most of the SDK's own import time.
 _fast_converter: Converter | None = None
 _fast_hooks: dict[Any, Callable[[Any, Any], Any]] = {}
 _detailed: dict[bool, Converter] = {}

@@ -159,6 +159,8 @@ async def walk_window_by_export(
         exported: set[str] = set()  # distinct calls of the window in this export
         batch: list[Call] = []
         problem: str | None = None
+        # Why this sync cannot go by export at all (the first export showed it), if so.
+        unusable: str | None = None
         try:
             export = client.calls.export(date_from=start, date_to=last)
             async with contextlib.aclosing(export.call_batches(on_header=_lacking)) as stream:
@@ -178,33 +180,27 @@ async def walk_window_by_export(
                         yield batch
                         batch = []
         except _HeaderLacks as exc:
-            reason = f"the export's header lacks {exc}"
+            problem = f"the export's header lacks {exc}"
             if not decided:
                 if plan.requested == "export":
-                    raise _sync_error(f"cannot sync by export: {reason}") from None
-                plan._decide("pages", reason)
-                decided = True
-                async with contextlib.aclosing(_redo(sync, start, last, seen, index)) as walk:
-                    async for redone in walk:
-                        yield redone
-                return
-            problem = reason
+                    raise _sync_error(f"cannot sync by export: {problem}") from None
+                unusable = problem
         except APIStatusError as exc:
             if exc.status not in _UNSUPPORTED and not isinstance(exc, InternalServerError):
                 raise
-            reason = f"the export answered {exc.status}"
+            problem = f"the export answered {exc.status}"
             if not decided and exc.status in _UNSUPPORTED:
                 if plan.requested == "export":
-                    raise _sync_error(f"cannot sync by export: {reason}") from exc
-                plan._decide("pages", reason)
-                decided = True
-                async with contextlib.aclosing(_redo(sync, start, last, seen, index)) as walk:
-                    async for redone in walk:
-                        yield redone
-                return
-            problem = reason
+                    raise _sync_error(f"cannot sync by export: {problem}") from exc
+                unusable = problem
         except (APIConnectionError, ResponseDecodeError) as exc:
             problem = f"the export broke off ({exc})"
+        if unusable is not None:
+            plan._decide("pages", unusable)
+            async with contextlib.aclosing(_redo(sync, start, last, seen, index)) as walk:
+                async for redone in walk:
+                    yield redone
+            return
         if batch:  # whole, valid calls of the window: delivered before the window is redone
             yield batch
         if problem is None and len(exported) == total:
