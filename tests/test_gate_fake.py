@@ -204,7 +204,9 @@ async def test_an_injected_429_pauses_everyone_exactly_once() -> None:
 
 @pytest.mark.looptime
 async def test_max_wait_raises_instead_of_waiting() -> None:
-    async with FakeCallScaler(calls=10, rate_limit=5, period=60.0) as fake:
+    # Early in the server's fixed window: its end (when a slot frees) is far more than
+    # max_wait away. On the wall clock's phase, a window about to end frees one in time.
+    async with fake_at_phase("fixed", 0.02, 5, 60.0, calls=10) as fake:
         async with cs.CallScaler(
             fake.api_key, base_url=fake.base_url, rate_limit=cs.RateLimit(5, 60.0),
             business=business(),
