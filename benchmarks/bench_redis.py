@@ -18,7 +18,10 @@ request (reservations and answer reports), reserved slots left unused. ``--repea
 that many times (the machine may be busy: read the spread).
 
     python benchmarks/bench_redis.py [--processes 4] [--limit 60] [--period 1.0] [--seconds 6]
-                                     [--repeat 1]
+                                     [--repeat 1] [--window sliding]
+
+``--window`` picks the sandbox's algorithm (``fixed``, ``sliding``, ``bucket``, ``counter``);
+budget used is always over ``k * limit``.
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ def run_once(args: argparse.Namespace, redis_bin: str) -> dict[str, Any]:
     )  # fmt: skip
     api_proc = subprocess.Popen(
         [sys.executable, "-m", "callscaler_async.cli", "sandbox", "--port", str(api_port),
-         "--calls", "50", "--window", "sliding", "--limit", str(args.limit),
+         "--calls", "50", "--window", args.window, "--limit", str(args.limit),
          "--period", str(args.period)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
     )  # fmt: skip
@@ -175,6 +178,10 @@ def main() -> None:
     parser.add_argument("--period", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--window", default="sliding", choices=["fixed", "sliding", "bucket", "counter"],
+        help="the sandbox's window algorithm",
+    )  # fmt: skip
     args = parser.parse_args()
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
@@ -182,7 +189,7 @@ def main() -> None:
     periods = math.floor(args.seconds / args.period)
     print(
         f"{args.processes} processes x 8 tasks, one business through Redis, "
-        f"sliding-log server at {args.limit} per {args.period:g} s, {args.seconds:g} s; "
+        f"{args.window} server at {args.limit} per {args.period:g} s, {args.seconds:g} s; "
         f"budget used = sent in {periods} whole periods / ({periods} x {args.limit})\n"
     )
     header = (

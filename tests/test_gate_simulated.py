@@ -17,7 +17,12 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from callscaler_async.ratelimit import BusinessRateGate, RateLimit
-from callscaler_async.ratelimit._state import GateState, HeaderReading, parse_rate_headers
+from callscaler_async.ratelimit._state import (
+    GateState,
+    HeaderReading,
+    parse_rate_headers,
+    staircase_release,
+)
 from callscaler_async.testing._ratelimit import make_limiter
 
 ALGORITHMS = ["fixed", "sliding", "bucket", "counter"]
@@ -660,3 +665,28 @@ def test_probe_waits_for_requests_still_in_flight() -> None:
         state.complete(ticket, 1.0 + RTT, unix_now=U + 1.0 + RTT, headers=answer)
     # One request of the burst is still on its way: the probe waits one step (0.2 s) more.
     assert state.next_time(1.5) == pytest.approx(2.0 + RTT + 0.01 + 0.2)
+
+
+def test_staircase_release_holds_at_least_a_counters_weight() -> None:
+    """A whole-slot ledger (the Redis gate's) that releases each group of answers by the
+    staircase keeps at least a sliding-window counter's weight of them held, at any instant:
+    ``held(t) >= sum of min(1, (fades_at - t) / period)`` over the group, and every slot is
+    held at least a period after its answer (what a log and a bucket need)."""
+    rng = random.Random(15)
+    period = 3.0
+    eps = 1e-9
+    for _ in range(400):
+        limit = rng.randint(1, 80)
+        k = rng.randint(1, limit)  # no window counts more than the limit
+        fades_at = rng.randint(3000, 6000) / 1000
+        answers = sorted(rng.randint(0, 3000) / 1000 for _ in range(k))
+        releases = [
+            staircase_release(a, fades_at, rank, limit, period) for rank, a in enumerate(answers)
+        ]
+        assert all(r >= a + period - eps for a, r in zip(answers, releases, strict=True))
+        # The instants where the count of held slots drops, and just before each.
+        instants = sorted({t + d for t in releases for d in (-1e-6, 0.0)} | {fades_at - period})
+        for t in instants:
+            held = sum(1 for r in releases if r > t + eps)
+            weight = k * min(1.0, max(0.0, (fades_at - t) / period))
+            assert held >= weight - 1e-6, (limit, k, fades_at, t, held, weight)

@@ -107,7 +107,7 @@ from typing import Final, NamedTuple
 import attrs
 from multidict import istr
 
-__all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers"]
+__all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers", "staircase_release"]
 
 # A Reset further ahead than this many periods is taken as nonsense (a proxy's, or a
 # misconfigured clock) and not waited for.
@@ -236,6 +236,32 @@ def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
     )
 
 
+def staircase_release(answered: float, fades_at: float, rank: int, limit: int,
+                       period: float) -> float:
+    """When one answered request's slot may be released by a ledger that holds whole slots
+    (the shared Redis ledger), safe under all four algorithms of the module docstring.
+
+    ``fades_at``: when it weighs nothing under a sliding-window counter (see
+    :meth:`GateState.answer_fades_at`); ``rank``: how many answers of the same process with
+    the same ``fades_at`` were released this way before it (0 for the first).
+
+    A sliding log and a token bucket need the slot for a period after the answer. A counter
+    weighs the request fully until the end ``E = fades_at - period`` of its aligned window,
+    then ``(fades_at - t) / period``: a group of ``k`` requests with the same ``fades_at``
+    weighs ``k * (fades_at - t) / period``. Releasing the group's ``i``-th (from 0) at
+    ``fades_at - i * period / limit`` keeps ``min(k, ceil(limit * (fades_at - t) / period))``
+    of them held at ``t``, never fewer than their weight, because no window counts more than
+    ``limit`` (the ledger admits at most ``limit`` per period). Each process's groups
+    dominate their own requests, so the sum over processes dominates the server's count.
+    The cost against a counter is none (the group frees at the counter's own pace); against
+    a log or a bucket, a burst late in a window frees at the counter's pace too, up to one
+    period later than the log would.
+    """
+    staircase = fades_at - min(rank, limit - 1) * period / limit
+    earliest = answered + period
+    return staircase if staircase > earliest else earliest
+
+
 class GateState:
     """Decides when the next request of one business may go.
 
@@ -318,7 +344,7 @@ class GateState:
         # time; answers are recorded at the current time, so appends keep the order).
         self._recent: deque[float] = deque()
         # For each of them, when its weight under a sliding-window counter has faded to 0
-        # (integer ns; see _answer_fades_at): after ``answered + period`` it joins the tail.
+        # (integer ns; see answer_fades_at): after ``answered + period`` it joins the tail.
         self._recent_ends: deque[int] = deque()
         # Answered more than a period ago, still weighing ``(end - now) / period`` each:
         # a heap of ends, and their sum.
@@ -708,7 +734,7 @@ class GateState:
             else:
                 self._forget(ticket)
             recent.append(now)
-            self._recent_ends.append(self._answer_fades_at(ticket, now, unix_now, headers))
+            self._recent_ends.append(self.answer_fades_at(ticket, now, unix_now, headers))
             if now + self.slot_hold < self._next_expiry:
                 self._next_expiry = now + self.slot_hold
             self._answers += 1
@@ -750,7 +776,7 @@ class GateState:
                 self._release_hold()
         return None
 
-    def _answer_fades_at(
+    def answer_fades_at(
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
     ) -> int:
         """When (loop time, integer ns) this answered request weighs nothing under any of

@@ -7,17 +7,19 @@ that names the same business (and key prefix).
 The algorithm
 -------------
 The rule is the local gate's (see ``_state``): each request occupies a slot from its
-reservation until one period after its answer, so no latency has to be guessed. Redis holds,
+reservation until at least one period after its answer, so no latency has to be guessed, and
+as long after that as a sliding-window counter may still weigh it (below). Redis holds,
 per business, two sorted sets of request ids, in integer microseconds of Redis's own clock
 (``TIME``; no float touches the ledger):
 
 * ``fly``: reserved, sent or not yet reported, scored by a deadline (reservation plus
   ``in_flight_timeout``) after which an entry is held as if answered then (a process that
   died mid-request cannot block the budget for ever);
-* ``rel``: answered, scored by the release time, one period after the answer.
+* ``rel``: answered, scored by the release time: between one and two periods after the
+  answer, as the process that reported it computed (``staircase_release`` in ``_state``).
 
 A Lua script, run atomically with ``EVALSHA``, first records the answers reported with the
-call (release = ``min(answer, now) + period``: the report left after the answer arrived, so
+call (release = ``min(answer, now) + hold``: the report left after the answer arrived, so
 Redis's ``now`` bounds it; the process's own bound from an earlier call's ``TIME`` is usually
 tighter), then reserves up to ``n`` slots: the ``i``-th at the earliest ``r >= now`` with
 
@@ -40,7 +42,15 @@ other one was in ``fly`` or in ``rel`` with a release after its own reservation 
 counted before its answer, and the window ends after the last one's reservation), so at most
 ``limit - 1`` others: no window holds more than ``limit``, whichever process sent them. As
 ``_state`` explains, a server that counts at most ``limit`` in every window never answers
-429, whether it runs a fixed window, a sliding log or a token bucket. Slots are mapped to the
+429, whether it runs a fixed window, a sliding log or a token bucket. A sliding-window counter
+also weighs a request after that window, fading over the next period; Redis holds whole
+slots, not fractions, so each process releases the answers that share a fade
+(``GateState.answer_fades_at``, placed by their ``Date``) as a staircase that never holds
+fewer than the counter's weight of them (``staircase_release``). The cost: a burst early in a
+window frees at the counter's pace (``limit`` per period from the window's end), also on a log
+or a bucket, where it could have freed at once; a steady pace loses up to a fifth of the
+budget there. Answers without ``Date`` are released one period after them (see
+``_hold_after_answer``). Slots are mapped to the
 loop clock as *answer received + wait*, never earlier than Redis meant; a late send only uses
 the slot late (a waiter more than ``in_flight_timeout / 2`` late reserves again).
 
@@ -73,7 +83,8 @@ Each process holds a *lease* in a fifth set, ``live``: its ledger token scored b
 end, ``liveness_timeout`` after its latest call or after the latest slot it was given,
 whichever is later (renewed by every call, never shortened but by a goodbye). When a lease
 has run out, the next call of any process treats that token's ``fly`` entries as answered at
-the lease's end (released one period later) and drops its ``want`` registration. So a process
+the lease's end (released two periods later: no answer places them in the server's windows)
+and drops its ``want`` registration. So a process
 killed without a goodbye holds the budget at most ``liveness_timeout`` longer than it would
 have by using its slots: with the defaults (``period / 6``, between 1 s and 10 s) 10 s at the
 API's 60 per minute, instead of ``in_flight_timeout`` (60 s) that still bounds entries
@@ -124,7 +135,7 @@ import attrs
 from .. import _loops
 from .._errors import RateLimitError, RateLimiterUnavailable
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
-from ._state import GateState, Ticket, parse_rate_headers
+from ._state import GateState, HeaderReading, Ticket, parse_rate_headers, staircase_release
 from .local import BusinessRateGate, max_wait_refusal
 
 if TYPE_CHECKING:
@@ -149,8 +160,9 @@ _UNBOUNDED_US: Final = 2**52
 _SOCKET_TIMEOUT: Final = 2.0
 
 # KEYS: fly, rel, pause, want, live. ARGV: n, limit, period_us, cap_us, ttl_ms, token, first_seq,
-# lease_us (0: this token leaves), then (id, answered_us) pairs: answered_us is the answer's time
-# on Redis's clock (an upper bound), 0 for a slot never used. Returns {now, waits..., retry}:
+# lease_us (0: this token leaves), then (id, answered_us, hold_us) triples: answered_us is the
+# answer's time on Redis's clock (an upper bound), 0 for a slot never used; hold_us how long after
+# the answer its slot is released (between one and two periods). Returns {now, waits..., retry}:
 # retry (microseconds from now) is 0, or when to ask again if fewer than n slots could be
 # promised.
 _RESERVE_LUA: Final = """
@@ -163,12 +175,15 @@ local cap = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local token = ARGV[6]
 local seq = tonumber(ARGV[7])
-for i = 9, #ARGV - 1, 2 do
+for i = 9, #ARGV - 2, 3 do
   local id = ARGV[i]
   local done = tonumber(ARGV[i + 1])
+  local hold = tonumber(ARGV[i + 2])
+  if hold < period then hold = period end
+  if hold > 2 * period then hold = 2 * period end
   if redis.call('ZREM', KEYS[1], id) == 1 and done > 0 then
     if done > now then done = now end
-    redis.call('ZADD', KEYS[2], done + period, id)
+    redis.call('ZADD', KEYS[2], done + hold, id)
   end
 end
 -- Our lease runs until liveness_timeout after this call or after our latest slot, whichever
@@ -181,7 +196,8 @@ if lease == 0 or mine < now + lease then
 end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES')
 if #gone > 0 then
-  -- Processes whose lease ran out: their entries are held as answered at its end.
+  -- Processes whose lease ran out: their entries are held as answered at its end, for two
+  -- periods (no answer tells in which window the server counted them).
   local ended = {}
   for i = 1, #gone, 2 do
     ended[gone[i]] = tonumber(gone[i + 1])
@@ -192,14 +208,15 @@ if #gone > 0 then
     local at = ended[string.match(id, '^(.*):[^:]*$')]
     if at then
       redis.call('ZREM', KEYS[1], id)
-      redis.call('ZADD', KEYS[2], at + period, id)
+      redis.call('ZADD', KEYS[2], at + 2 * period, id)
     end
   end
 end
+-- Past their in-flight deadline: held as answered then, for two periods (as above).
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
 for i = 1, #dead, 2 do
   redis.call('ZREM', KEYS[1], dead[i])
-  redis.call('ZADD', KEYS[2], tonumber(dead[i + 1]) + period, dead[i])
+  redis.call('ZADD', KEYS[2], tonumber(dead[i + 1]) + 2 * period, dead[i])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 2 * period)
@@ -430,7 +447,9 @@ class RedisRateLimiter:
         self._next_id = 0
         self._ids: dict[int, str] = {}
         # Answers not yet reported: (id, answer on Redis's clock in µs; 0: never sent).
-        self._answers: list[tuple[str, int]] = []
+        self._answers: list[tuple[str, int, int]] = []
+        # Answers per group of equal ``fades_at`` (integer ns): each one's staircase rank.
+        self._fade_groups: dict[int, int] = {}
         self._report_handle: asyncio.TimerHandle | None = None
         self._report_tasks: set[asyncio.Task[None]] = set()
         # Redis's clock minus the loop's, upper bounds from recent calls: (loop time, bound).
@@ -472,6 +491,7 @@ class RedisRateLimiter:
         self._next_id = 0
         self._ids = {}
         self._answers = []
+        self._fade_groups = {}
         self._offsets = deque()
         self._last_call = -math.inf
 
@@ -570,8 +590,8 @@ class RedisRateLimiter:
         answers, self._answers = self._answers, []
         self._cancel_report_timer()
         flat: list[int | str] = []
-        for ident, answered_us in answers:
-            flat += [ident, answered_us]
+        for ident, answered_us, hold_us in answers:
+            flat += [ident, answered_us, hold_us]
         limit = self._limit()
         sent_at = self._loop.time()
         try:
@@ -899,14 +919,40 @@ class RedisRateLimiter:
 
     # ------------------------------------------------------------- answer reports
 
-    def _report(self, ident: str, answered_us: int) -> None:
-        """Queue an answer (or a slot never used: 0) for the ledger."""
-        self._answers.append((ident, answered_us))
+    def _report(self, ident: str, answered_us: int, hold_us: int = 0) -> None:
+        """Queue an answer (or a slot never used: 0) for the ledger, its slot released
+        ``hold_us`` after the answer."""
+        self._answers.append((ident, answered_us, hold_us))
         loop = self._loop
         if self._report_handle is None and loop is not None and not self._closed:
             self._report_handle = loop.call_later(
                 _REPORT_WITHIN * self._rate_limit.period, self._report_due
             )
+
+    def _hold_after_answer(
+        self, ticket: Ticket, now: float, reading: HeaderReading | None
+    ) -> float:
+        """Seconds after this answer its slot in the ledger is released: a period, or longer
+        where a sliding-window counter may still weigh it (see ``staircase_release``).
+
+        An answer without ``Date`` (RFC 9110 has origin servers send one; a proxy may drop
+        it) cannot be placed in the server's windows: it is released one period after it,
+        as a log or a bucket needs. Holding each such slot two periods would halve the
+        budget of every server behind such a proxy, counter or not.
+        """
+        period = self._rate_limit.period
+        if reading is None or reading.date_unix is None:
+            return period
+        fades_ns = self._state.answer_fades_at(ticket, now, self.unix_now(), reading)
+        groups = self._fade_groups
+        if len(groups) > 64:
+            # Faded groups are never met again (fades_at only moves forward).
+            for key in [key for key in groups if key < now * 1e9]:
+                del groups[key]
+        rank = groups.get(fades_ns, 0)
+        groups[fades_ns] = rank + 1
+        release = staircase_release(now, fades_ns / 1e9, rank, self._limit(), period)
+        return release - now
 
     def _cancel_report_timer(self) -> None:
         if self._report_handle is not None:
@@ -957,9 +1003,13 @@ class RedisRateLimiter:
             return
         now = loop.time()
         ident = self._ids.pop(ticket.seq, None)
-        if ident is not None:
-            self._report(ident, self._redis_time_us(now) if self._offsets else _UNBOUNDED_US)
         reading = parse_rate_headers(headers) if headers else None
+        if ident is not None:
+            self._report(
+                ident,
+                self._redis_time_us(now) if self._offsets else _UNBOUNDED_US,
+                round(self._hold_after_answer(ticket, now, reading) * _US),
+            )
         paused = self._state.complete(
             ticket,
             now,
@@ -1073,7 +1123,7 @@ class RedisRateLimiter:
                 pass
         # Slots reserved and never used, answers not yet reported: tell the ledger.
         for slot in self._spare:
-            self._answers.append((slot[1], 0))
+            self._answers.append((slot[1], 0, 0))
         self._spare.clear()
         if self._local_gate is None and self._last_call > -math.inf:
             # Goodbye: the answers, and the end of our lease in the same call, so whatever we
