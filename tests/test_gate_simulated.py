@@ -21,7 +21,7 @@ from callscaler_async.ratelimit._state import (
     GateState,
     HeaderReading,
     parse_rate_headers,
-    staircase_release,
+    staircase_releases,
 )
 from callscaler_async.testing._ratelimit import make_limiter
 
@@ -667,11 +667,12 @@ def test_probe_waits_for_requests_still_in_flight() -> None:
     assert state.next_time(1.5) == pytest.approx(2.0 + RTT + 0.01 + 0.2)
 
 
-def test_staircase_release_holds_at_least_a_counters_weight() -> None:
-    """A whole-slot ledger (the Redis gate's) that releases each group of answers by the
-    staircase keeps at least a sliding-window counter's weight of them held, at any instant:
-    ``held(t) >= sum of min(1, (fades_at - t) / period)`` over the group, and every slot is
-    held at least a period after its answer (what a log and a bucket need)."""
+def test_staircase_releases_hold_at_least_a_counters_weight() -> None:
+    """A whole-slot ledger (the Redis gate's) that releases a group of answers as
+    ``staircase_releases`` says keeps at least a sliding-window counter's weight of them held
+    at every instant, ``held(t) >= k * min(1, (fades_at - t) / period)``, holds each slot at
+    least a period after its answer (what a log and a bucket need), and never moves a
+    release later as the group grows (so releases handed out may only be brought forward)."""
     rng = random.Random(15)
     period = 3.0
     eps = 1e-9
@@ -679,10 +680,11 @@ def test_staircase_release_holds_at_least_a_counters_weight() -> None:
         limit = rng.randint(1, 80)
         k = rng.randint(1, limit)  # no window counts more than the limit
         fades_at = rng.randint(3000, 6000) / 1000
-        answers = sorted(rng.randint(0, 3000) / 1000 for _ in range(k))
-        releases = [
-            staircase_release(a, fades_at, rank, limit, period) for rank, a in enumerate(answers)
-        ]
+        # Answers in arrival order, mostly increasing, sometimes out of order.
+        answers = [rng.randint(0, 3000) / 1000 for _ in range(k)]
+        if rng.random() < 0.5:
+            answers.sort()
+        releases = staircase_releases(answers, fades_at, limit, period)
         assert all(r >= a + period - eps for a, r in zip(answers, releases, strict=True))
         # The instants where the count of held slots drops, and just before each.
         instants = sorted({t + d for t in releases for d in (-1e-6, 0.0)} | {fades_at - period})
@@ -690,3 +692,18 @@ def test_staircase_release_holds_at_least_a_counters_weight() -> None:
             held = sum(1 for r in releases if r > t + eps)
             weight = k * min(1.0, max(0.0, (fades_at - t) / period))
             assert held >= weight - 1e-6, (limit, k, fades_at, t, held, weight)
+        for j in range(1, k):
+            before = staircase_releases(answers[:j], fades_at, limit, period)
+            assert all(b >= r - eps for b, r in zip(before, releases, strict=False))
+
+
+def test_staircase_releases_at_a_steady_pace_cost_one_step() -> None:
+    """Answers spread evenly over their window (a steady pace): each slot is held a period
+    and at most one step (``period / limit``) longer, the latest one until the fade ends."""
+    limit, period = 60, 3.0
+    window_end = 3.0
+    answers = [window_end - period + (i + 1) * period / limit for i in range(limit)]
+    releases = staircase_releases(answers, window_end + period, limit, period)
+    holds = [r - a for a, r in zip(answers, releases, strict=True)]
+    assert max(holds) <= period + period / limit + 1e-9
+    assert min(holds) >= period - 1e-9

@@ -101,13 +101,13 @@ import email.utils
 import heapq
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final, NamedTuple
 
 import attrs
 from multidict import istr
 
-__all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers", "staircase_release"]
+__all__ = ["GateState", "HeaderReading", "Ticket", "parse_rate_headers", "staircase_releases"]
 
 # A Reset further ahead than this many periods is taken as nonsense (a proxy's, or a
 # misconfigured clock) and not waited for.
@@ -236,30 +236,43 @@ def parse_rate_headers(headers: Mapping[str, str]) -> HeaderReading:
     )
 
 
-def staircase_release(answered: float, fades_at: float, rank: int, limit: int,
-                       period: float) -> float:
-    """When one answered request's slot may be released by a ledger that holds whole slots
+def staircase_releases(
+    answered: Sequence[float], fades_at: float, limit: int, period: float
+) -> list[float]:
+    """When each of a group of answered requests may leave a ledger that holds whole slots
     (the shared Redis ledger), safe under all four algorithms of the module docstring.
 
-    ``fades_at``: when it weighs nothing under a sliding-window counter (see
-    :meth:`GateState.answer_fades_at`); ``rank``: how many answers of the same process with
-    the same ``fades_at`` were released this way before it (0 for the first).
+    ``answered``: when each answer arrived, for the requests of one process whose latest
+    possible window is the same; ``fades_at``: an instant by which a sliding-window counter
+    weighs every one of them nothing (the least of their :meth:`GateState.answer_window`
+    bounds: each bounds when the server's clock passes that window's end plus a period).
+    Returned in the same order.
 
-    A sliding log and a token bucket need the slot for a period after the answer. A counter
-    weighs the request fully until the end ``E = fades_at - period`` of its aligned window,
-    then ``(fades_at - t) / period``: a group of ``k`` requests with the same ``fades_at``
-    weighs ``k * (fades_at - t) / period``. Releasing the group's ``i``-th (from 0) at
-    ``fades_at - i * period / limit`` keeps ``min(k, ceil(limit * (fades_at - t) / period))``
-    of them held at ``t``, never fewer than their weight, because no window counts more than
-    ``limit`` (the ledger admits at most ``limit`` per period). Each process's groups
-    dominate their own requests, so the sum over processes dominates the server's count.
-    The cost against a counter is none (the group frees at the counter's own pace); against
-    a log or a bucket, a burst late in a window frees at the counter's pace too, up to one
-    period later than the log would.
+    A sliding log and a token bucket need each slot for a period after its answer. A counter
+    weighs the group fully until the end ``fades_at - period`` of their aligned window, then
+    ``k * (fades_at - t) / period`` for ``k`` requests. A ledger of whole slots meets that when
+    the ``m``-th latest release (from 0) is no earlier than ``fades_at - m * period / limit``:
+    it then holds ``min(k, ceil(limit * (fades_at - t) / period))`` of them at ``t``, never fewer
+    than their weight, because no window counts more than ``limit`` (the ledger admits at most
+    ``limit`` per period). So the latest-answered request is held until ``fades_at`` and the
+    ``m``-th latest until its own period ends or that step, whichever is later. Each process's
+    groups dominate their own requests, so the sum over processes dominates the server's count.
+
+    A request answered later only pushes the others one step down: no release ever moves
+    later as the group grows, so releases already handed out may only be brought forward.
+    The cost: at a steady pace, a period and one step per request (``period / limit``); a
+    burst early in a window frees at a counter's pace, also where the server is a log.
     """
-    staircase = fades_at - min(rank, limit - 1) * period / limit
-    earliest = answered + period
-    return staircase if staircase > earliest else earliest
+    order = sorted(range(len(answered)), key=lambda index: answered[index], reverse=True)
+    releases = [0.0] * len(answered)
+    step = period / limit
+    for m, index in enumerate(order):
+        at = answered[index]
+        # Never before its own period ends; never after two periods, when the request
+        # weighs nothing whichever window counted it (nor do those answered before it).
+        release = min(max(fades_at - min(m, limit - 1) * step, at + period), at + 2 * period)
+        releases[index] = release
+    return releases
 
 
 class GateState:
@@ -780,20 +793,34 @@ class GateState:
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
     ) -> int:
         """When (loop time, integer ns) this answered request weighs nothing under any of
-        the four algorithms (see the module docstring).
-
-        A sliding-window counter weighs it fully until the end of the aligned window it was
-        counted in, then less and less over the next one: it weighs nothing one period after
-        that window's end, and never later than two periods after the answer. Where the
-        server's clock is bounded (this answer's ``Date``, the offset learnt so far), the
-        window's end is bounded too: the latest window the request can have been counted in.
-        Its own Reset is not used: servers differ on what Reset means under a counter.
+        the four algorithms (see the module docstring): :meth:`answer_window`'s bound, never
+        earlier than a period after the answer nor later than two.
         """
         period = self.period
-        latest = math.ceil((now + 2 * period) * _NS)
+        window = self.answer_window(ticket, now, unix_now, headers)
+        if window is None or window[1] >= now + 2 * period:
+            return math.ceil((now + 2 * period) * _NS)
+        fades_at = window[1]
+        return math.ceil((now + period if fades_at < now + period else fades_at) * _NS)
+
+    def answer_window(
+        self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
+    ) -> tuple[float, float] | None:
+        """The latest end (server Unix time) of the aligned window in which this answered
+        request can have been counted, and the latest loop time at which the server's clock
+        can read one period past it; None without a ``Date`` to bound it.
+
+        A sliding-window counter weighs a request fully until the end of the aligned window it
+        was counted in, then less and less over the next one: it weighs nothing one period
+        after that window's end (and never later than two periods after the answer). Where
+        the server's clock is bounded (this answer's ``Date``, the offset learnt so far), the
+        window's end is bounded too. Its own Reset is not used: servers differ on what Reset
+        means under a counter.
+        """
         date = headers.date_unix if headers is not None else None
         if date is None:
-            return latest
+            return None
+        period = self.period
         # The server counted it before it wrote the answer (before Date + 1) and before our
         # ``now`` (at most our Unix time plus the largest offset allowed).
         counted_by = date + 1.0 + (now - ticket.sent_at)
@@ -811,10 +838,7 @@ class GateState:
         # The server's clock read at least Date (and our Unix time plus the least offset)
         # when ours read ``now``.
         server_now = max(date, unix_now + self._skew_lo)
-        fades_at = now + (window_end - server_now) + period
-        if fades_at >= now + 2 * period:
-            return latest
-        return math.ceil((now + period if fades_at < now + period else fades_at) * _NS)
+        return window_end, now + (window_end - server_now) + period
 
     def _observe(
         self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int

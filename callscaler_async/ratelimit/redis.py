@@ -16,7 +16,7 @@ per business, two sorted sets of request ids, in integer microseconds of Redis's
   ``in_flight_timeout``) after which an entry is held as if answered then (a process that
   died mid-request cannot block the budget for ever);
 * ``rel``: answered, scored by the release time: between one and two periods after the
-  answer, as the process that reported it computed (``staircase_release`` in ``_state``).
+  answer, as the process that reported it computed (``staircase_releases`` in ``_state``).
 
 A Lua script, run atomically with ``EVALSHA``, first records the answers reported with the
 call (release = ``min(answer, now) + hold``: the report left after the answer arrived, so
@@ -46,11 +46,11 @@ counted before its answer, and the window ends after the last one's reservation)
 also weighs a request after that window, fading over the next period; Redis holds whole
 slots, not fractions, so each process releases the answers that share a fade
 (``GateState.answer_fades_at``, placed by their ``Date``) as a staircase that never holds
-fewer than the counter's weight of them (``staircase_release``). The cost: a burst early in a
+fewer than the counter's weight of them (``staircase_releases``). The cost: a burst early in a
 window frees at the counter's pace (``limit`` per period from the window's end), also on a log
 or a bucket, where it could have freed at once; a steady pace loses up to a fifth of the
 budget there. Answers without ``Date`` are released one period after them (see
-``_hold_after_answer``). Slots are mapped to the
+``_report_answer``). Slots are mapped to the
 loop clock as *answer received + wait*, never earlier than Redis meant; a late send only uses
 the slot late (a waiter more than ``in_flight_timeout / 2`` late reserves again).
 
@@ -135,7 +135,13 @@ import attrs
 from .. import _loops
 from .._errors import RateLimitError, RateLimiterUnavailable
 from ._config import Priority, RateLimit, RateLimitSnapshot, priority_rank
-from ._state import GateState, HeaderReading, Ticket, parse_rate_headers, staircase_release
+from ._state import (
+    GateState,
+    HeaderReading,
+    Ticket,
+    parse_rate_headers,
+    staircase_releases,
+)
 from .local import BusinessRateGate, max_wait_refusal
 
 if TYPE_CHECKING:
@@ -156,6 +162,27 @@ _USE_LOCAL: Final[_Slot] = (float("-inf"), "")
 _REPORT_WITHIN: Final = 0.05
 # An answer time with no bound from our side: the script takes its own clock instead.
 _UNBOUNDED_US: Final = 2**52
+
+
+@attrs.define(slots=True)
+class _Answered:
+    """One answer of this process in the ledger: its id, loop time, Redis time (an upper
+    bound, as reported) and the loop time its slot is released."""
+
+    ident: str
+    at: float
+    answered_us: int
+    release: float
+
+
+@attrs.define(slots=True)
+class _FadeGroup:
+    """This process's answers whose latest possible window is the same: the least bound of
+    when a counter weighs them all nothing, and the latest of them (loop times)."""
+
+    fades_at: float
+    latest: float
+    entries: list[_Answered] = attrs.field(factory=list)
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
@@ -181,9 +208,14 @@ for i = 9, #ARGV - 2, 3 do
   local hold = tonumber(ARGV[i + 2])
   if hold < period then hold = period end
   if hold > 2 * period then hold = 2 * period end
-  if redis.call('ZREM', KEYS[1], id) == 1 and done > 0 then
-    if done > now then done = now end
-    redis.call('ZADD', KEYS[2], done + hold, id)
+  if done > now then done = now end
+  if redis.call('ZREM', KEYS[1], id) == 1 then
+    if done > 0 then redis.call('ZADD', KEYS[2], done + hold, id) end
+  elseif done > 0 then
+    -- An answer already in rel, brought forward by a later one of its group: only ever
+    -- earlier (ZADD LT needs Redis 6.2).
+    local held = redis.call('ZSCORE', KEYS[2], id)
+    if held and done + hold < tonumber(held) then redis.call('ZADD', KEYS[2], done + hold, id) end
   end
 end
 -- Our lease runs until liveness_timeout after this call or after our latest slot, whichever
@@ -448,8 +480,8 @@ class RedisRateLimiter:
         self._ids: dict[int, str] = {}
         # Answers not yet reported: (id, answer on Redis's clock in µs; 0: never sent).
         self._answers: list[tuple[str, int, int]] = []
-        # Answers per group of equal ``fades_at`` (integer ns): each one's staircase rank.
-        self._fade_groups: dict[int, int] = {}
+        # This process's answers by their latest possible window, for staircase_releases.
+        self._fade_groups: dict[int, _FadeGroup] = {}
         self._report_handle: asyncio.TimerHandle | None = None
         self._report_tasks: set[asyncio.Task[None]] = set()
         # Redis's clock minus the loop's, upper bounds from recent calls: (loop time, bound).
@@ -929,11 +961,13 @@ class RedisRateLimiter:
                 _REPORT_WITHIN * self._rate_limit.period, self._report_due
             )
 
-    def _hold_after_answer(
-        self, ticket: Ticket, now: float, reading: HeaderReading | None
-    ) -> float:
-        """Seconds after this answer its slot in the ledger is released: a period, or longer
-        where a sliding-window counter may still weigh it (see ``staircase_release``).
+    def _report_answer(
+        self, ident: str, answered_us: int, ticket: Ticket, now: float,
+        reading: HeaderReading | None,
+    ) -> None:  # fmt: skip
+        """Queue an answer with the hold of its slot: a period, or longer where a
+        sliding-window counter may still weigh it (``staircase_releases``), bringing forward
+        the other answers of its group that this one relieves.
 
         An answer without ``Date`` (RFC 9110 has origin servers send one; a proxy may drop
         it) cannot be placed in the server's windows: it is released one period after it,
@@ -942,17 +976,36 @@ class RedisRateLimiter:
         """
         period = self._rate_limit.period
         if reading is None or reading.date_unix is None:
-            return period
-        fades_ns = self._state.answer_fades_at(ticket, now, self.unix_now(), reading)
+            self._report(ident, answered_us, round(period * _US))
+            return
+        window = self._state.answer_window(ticket, now, self.unix_now(), reading)
+        if window is None:  # (no Date: handled above)
+            self._report(ident, answered_us, round(2 * period * _US))
+            return
         groups = self._fade_groups
         if len(groups) > 64:
-            # Faded groups are never met again (fades_at only moves forward).
-            for key in [key for key in groups if key < now * 1e9]:
+            # A group is done once every release is past: two periods after its latest answer.
+            for key in [key for key, group in groups.items() if group.latest + 2 * period < now]:
                 del groups[key]
-        rank = groups.get(fades_ns, 0)
-        groups[fades_ns] = rank + 1
-        release = staircase_release(now, fades_ns / 1e9, rank, self._limit(), period)
-        return release - now
+        key = round(window[0] / period)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _FadeGroup(window[1], now)
+        elif window[1] < group.fades_at:
+            group.fades_at = window[1]  # every bound holds for the whole group: the least
+        group.latest = max(group.latest, now)
+        group.entries.append(_Answered(ident, now, answered_us, math.inf))
+        entries = group.entries
+        releases = staircase_releases(
+            [entry.at for entry in entries], group.fades_at, self._limit(), period
+        )
+        for entry, release in zip(entries, releases, strict=True):
+            if release < entry.release:
+                # Only the new answer, and those it brought forward (still held), are
+                # reported; a release already past needs no word.
+                if entry.release > now:
+                    self._report(entry.ident, entry.answered_us, round((release - entry.at) * _US))
+                entry.release = release
 
     def _cancel_report_timer(self) -> None:
         if self._report_handle is not None:
@@ -1005,11 +1058,8 @@ class RedisRateLimiter:
         ident = self._ids.pop(ticket.seq, None)
         reading = parse_rate_headers(headers) if headers else None
         if ident is not None:
-            self._report(
-                ident,
-                self._redis_time_us(now) if self._offsets else _UNBOUNDED_US,
-                round(self._hold_after_answer(ticket, now, reading) * _US),
-            )
+            answered_us = self._redis_time_us(now) if self._offsets else _UNBOUNDED_US
+            self._report_answer(ident, answered_us, ticket, now, reading)
         paused = self._state.complete(
             ticket,
             now,
