@@ -357,7 +357,7 @@ class GateState:
         # time; answers are recorded at the current time, so appends keep the order).
         self._recent: deque[float] = deque()
         # For each of them, when its weight under a sliding-window counter has faded to 0
-        # (integer ns; see answer_fades_at): after ``answered + period`` it joins the tail.
+        # (integer ns; see _answer_fades_at): after ``answered + period`` it joins the tail.
         self._recent_ends: deque[int] = deque()
         # Answered more than a period ago, still weighing ``(end - now) / period`` each:
         # a heap of ends, and their sum.
@@ -747,7 +747,7 @@ class GateState:
             else:
                 self._forget(ticket)
             recent.append(now)
-            self._recent_ends.append(self.answer_fades_at(ticket, now, unix_now, headers))
+            self._recent_ends.append(self._answer_fades_at(ticket, now, unix_now, headers))
             if now + self.slot_hold < self._next_expiry:
                 self._next_expiry = now + self.slot_hold
             self._answers += 1
@@ -789,7 +789,7 @@ class GateState:
                 self._release_hold()
         return None
 
-    def answer_fades_at(
+    def _answer_fades_at(
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
     ) -> int:
         """When (loop time, integer ns) this answered request weighs nothing under any of

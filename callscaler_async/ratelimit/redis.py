@@ -44,12 +44,12 @@ counted before its answer, and the window ends after the last one's reservation)
 ``_state`` explains, a server that counts at most ``limit`` in every window never answers
 429, whether it runs a fixed window, a sliding log or a token bucket. A sliding-window counter
 also weighs a request after that window, fading over the next period; Redis holds whole
-slots, not fractions, so each process releases the answers that share a fade
-(``GateState.answer_fades_at``, placed by their ``Date``) as a staircase that never holds
-fewer than the counter's weight of them (``staircase_releases``). The cost: a burst early in a
+slots, not fractions, so each process releases the answers that share a window
+(``GateState.answer_window``, placed by their ``Date``) as a staircase that never holds fewer
+than the counter's weight of them (``staircase_releases``). The cost: a burst early in a
 window frees at the counter's pace (``limit`` per period from the window's end), also on a log
-or a bucket, where it could have freed at once; a steady pace loses up to a fifth of the
-budget there. Answers without ``Date`` are released one period after them (see
+or a bucket, where it could have freed at once (the README gives ``bench_redis.py``'s
+figures). Answers without ``Date`` are released one period after them (see
 ``_report_answer``). Slots are mapped to the
 loop clock as *answer received + wait*, never earlier than Redis meant; a late send only uses
 the slot late (a waiter more than ``in_flight_timeout / 2`` late reserves again).
@@ -163,26 +163,6 @@ _REPORT_WITHIN: Final = 0.05
 # An answer time with no bound from our side: the script takes its own clock instead.
 _UNBOUNDED_US: Final = 2**52
 
-
-@attrs.define(slots=True)
-class _Answered:
-    """One answer of this process in the ledger: its id, loop time, Redis time (an upper
-    bound, as reported) and the loop time its slot is released."""
-
-    ident: str
-    at: float
-    answered_us: int
-    release: float
-
-
-@attrs.define(slots=True)
-class _FadeGroup:
-    """This process's answers whose latest possible window is the same: the least bound of
-    when a counter weighs them all nothing, and the latest of them (loop times)."""
-
-    fades_at: float
-    latest: float
-    entries: list[_Answered] = attrs.field(factory=list)
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
@@ -381,6 +361,28 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+
+@attrs.define(slots=True)
+class _Answered:
+    """One answer of this process in the ledger: its id, loop time, Redis time (an upper
+    bound, as reported) and the loop time its slot is released."""
+
+    ident: str
+    at: float
+    answered_us: int
+    release: float
+
+
+@attrs.define(slots=True)
+class _FadeGroup:
+    """This process's answers whose latest possible window is the same: the least bound of
+    when a counter weighs them all nothing, and the latest of them (loop times)."""
+
+    fades_at: float
+    latest: float
+    entries: list[_Answered] = attrs.field(factory=list)
+
+
 class RedisRateLimiter:
     """Paces every process of one business through a ledger kept in Redis.
 
@@ -478,7 +480,8 @@ class RedisRateLimiter:
         self._token = ""
         self._next_id = 0
         self._ids: dict[int, str] = {}
-        # Answers not yet reported: (id, answer on Redis's clock in µs; 0: never sent).
+        # Answers not yet reported: (id, answer on Redis's clock in µs, 0: never sent;
+        # its slot's hold in µs).
         self._answers: list[tuple[str, int, int]] = []
         # This process's answers by their latest possible window, for staircase_releases.
         self._fade_groups: dict[int, _FadeGroup] = {}
@@ -975,12 +978,9 @@ class RedisRateLimiter:
         budget of every server behind such a proxy, counter or not.
         """
         period = self._rate_limit.period
-        if reading is None or reading.date_unix is None:
-            self._report(ident, answered_us, round(period * _US))
-            return
         window = self._state.answer_window(ticket, now, self.unix_now(), reading)
-        if window is None:  # (no Date: handled above)
-            self._report(ident, answered_us, round(2 * period * _US))
+        if window is None:
+            self._report(ident, answered_us, round(period * _US))
             return
         groups = self._fade_groups
         if len(groups) > 64:
@@ -993,7 +993,7 @@ class RedisRateLimiter:
             group = groups[key] = _FadeGroup(window[1], now)
         elif window[1] < group.fades_at:
             group.fades_at = window[1]  # every bound holds for the whole group: the least
-        group.latest = max(group.latest, now)
+        group.latest = now  # answers are recorded as they arrive
         group.entries.append(_Answered(ident, now, answered_us, math.inf))
         entries = group.entries
         releases = staircase_releases(
