@@ -242,10 +242,11 @@ def staircase_releases(
     """When each of a group of answered requests may leave a ledger that holds whole slots
     (the shared Redis ledger), safe under all four algorithms of the module docstring.
 
-    ``answered``: when each answer arrived, for the requests of one process whose latest
-    possible window is the same; ``fades_at``: an instant by which a sliding-window counter
-    weighs every one of them nothing (the least of their :meth:`GateState.answer_window`
-    bounds: each bounds when the server's clock passes that window's end plus a period).
+    ``answered``: when each answer arrived, for the requests (of every process sharing the
+    ledger) whose latest possible window is the same; ``fades_at``: an instant by which a
+    sliding-window counter weighs every one of them nothing (the least of their
+    :meth:`GateState.answer_window` bounds: each bounds when the server's clock passes that
+    window's end plus a period).
     Returned in the same order.
 
     A sliding log and a token bucket need each slot for a period after its answer. A counter
@@ -255,8 +256,8 @@ def staircase_releases(
     it then holds ``min(k, ceil(limit * (fades_at - t) / period))`` of them at ``t``, never fewer
     than their weight, because no window counts more than ``limit`` (the ledger admits at most
     ``limit`` per period). So the latest-answered request is held until ``fades_at`` and the
-    ``m``-th latest until its own period ends or that step, whichever is later. Each process's
-    groups dominate their own requests, so the sum over processes dominates the server's count.
+    ``m``-th latest until its own period ends or that step, whichever is later. The Redis
+    ledger's script runs this arithmetic over every process's answers of a window.
 
     A request answered later only pushes the others one step down: no release ever moves
     later as the group grows, so releases already handed out may only be brought forward.

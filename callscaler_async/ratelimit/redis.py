@@ -16,12 +16,15 @@ per business, two sorted sets of request ids, in integer microseconds of Redis's
   ``in_flight_timeout``) after which an entry is held as if answered then (a process that
   died mid-request cannot block the budget for ever);
 * ``rel``: answered, scored by the release time: between one and two periods after the
-  answer, as the process that reported it computed (``staircase_releases`` in ``_state``).
+  answer (below);
+* ``grp``: the answers placed in the server's windows, scored by the latest aligned window
+  each can have been counted in, for the staircase below.
 
 A Lua script, run atomically with ``EVALSHA``, first records the answers reported with the
-call (release = ``min(answer, now) + hold``: the report left after the answer arrived, so
+call (each answer's time is ``min(answer, now)``: the report left after the answer arrived, so
 Redis's ``now`` bounds it; the process's own bound from an earlier call's ``TIME`` is usually
-tighter), then reserves up to ``n`` slots: the ``i``-th at the earliest ``r >= now`` with
+tighter) and places their releases (below), then reserves up to ``n`` slots: the ``i``-th at
+the earliest ``r >= now`` with
 
     |fly| + (i - 1) + |{rel: release > r}| < limit
 
@@ -44,14 +47,26 @@ counted before its answer, and the window ends after the last one's reservation)
 ``_state`` explains, a server that counts at most ``limit`` in every window never answers
 429, whether it runs a fixed window, a sliding log or a token bucket. A sliding-window counter
 also weighs a request after that window, fading over the next period; Redis holds whole
-slots, not fractions, so each process releases the answers that share a window
-(``GateState.answer_window``, placed by their ``Date``) as a staircase that never holds fewer
-than the counter's weight of them (``staircase_releases``). The cost: a burst early in a
-window frees at the counter's pace (``limit`` per period from the window's end), also on a log
-or a bucket, where it could have freed at once (the README gives ``bench_redis.py``'s
-figures). Answers without ``Date`` are released one period after them (see
-``_report_answer``). Slots are mapped to the
-loop clock as *answer received + wait*, never earlier than Redis meant; a late send only uses
+slots, not fractions, so the script releases the answers that share a window, whichever
+process sent them (each process places its answers by their ``Date``:
+``GateState.answer_window``), as a staircase that never holds fewer than the counter's weight
+of them (``staircase_releases``, the same arithmetic in Python, with its proof). Every answer
+reported lowers the releases of its window's others, never raises them. The cost: a burst
+early in a window frees at the counter's pace (``limit`` per period from the window's end),
+also on a log or a bucket, where it could have freed at once; a steady pace loses a step per
+request (the README gives ``bench_redis.py``'s figures). Answers without ``Date`` are released
+one period after them (see ``_report_answer``).
+
+The server's word: an answer's ``X-RateLimit-Remaining`` is what the server would admit at an
+instant after its request went, and under all four algorithms it only grows with time, but
+for requests counted since, each weighing at most one: those in ``fly`` now and those
+answered after it went (the set ``ans`` keeps recent answers by time). So
+``remaining - |fly| - |answered since| + 1`` more may go at once, whatever the ledger's
+releases say; the largest such figure, less every reservation made since, is kept in
+``word`` and lets that many reservations skip the wait for a release (never the ``limit``
+in flight). Only requests sent after the latest 429's pause speak for the server.
+
+Slots are mapped to the loop clock as *answer received + wait*, never earlier than Redis meant; a late send only uses
 the slot late (a waiter more than ``in_flight_timeout / 2`` late reserves again).
 
 Cost: one Redis round trip per *batch*, not per request. In a process, one pump task
@@ -140,7 +155,6 @@ from ._state import (
     HeaderReading,
     Ticket,
     parse_rate_headers,
-    staircase_releases,
 )
 from .local import BusinessRateGate, max_wait_refusal
 
@@ -155,6 +169,9 @@ logger = logging.getLogger("callscaler_async.ratelimit")
 _US: Final = 1_000_000
 # A reserved slot: (loop time it may go, its id in the Redis ledger).
 _Slot = tuple[float, str]
+# An answer for the ledger: id, answered_us, hold_us, window, fades_us, remaining (see
+# _RESERVE_LUA).
+_Report = tuple[str, int, int, str, int, int]
 # Handed to queued waiters instead of a slot when the gate switches to the local fallback.
 _USE_LOCAL: Final[_Slot] = (float("-inf"), "")
 # Answers are reported at the latest this many periods after the first unreported one
@@ -166,12 +183,15 @@ _UNBOUNDED_US: Final = 2**52
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
-# KEYS: fly, rel, pause, want, live. ARGV: n, limit, period_us, cap_us, ttl_ms, token, first_seq,
-# lease_us (0: this token leaves), then (id, answered_us, hold_us) triples: answered_us is the
-# answer's time on Redis's clock (an upper bound), 0 for a slot never used; hold_us how long after
-# the answer its slot is released (between one and two periods). Returns {now, waits..., retry}:
-# retry (microseconds from now) is 0, or when to ask again if fewer than n slots could be
-# promised.
+# KEYS: fly, rel, pause, want, live, grp, ans, word. ARGV: n, limit, period_us, cap_us, ttl_ms,
+# token, first_seq, lease_us (0: this token leaves), then (id, answered_us, hold_us, window,
+# fades_us, remaining) sextuples: answered_us is the answer's time on Redis's clock (an upper
+# bound), 0 for a slot never used; window the index of the latest aligned window the server can
+# have counted it in ('' where its answer could not be placed: then it is released hold_us after
+# the answer), fades_us a bound on Redis's clock by which a counter weighs it nothing; remaining
+# the answer's X-RateLimit-Remaining (-1: none, or not to be used). Returns
+# {now, waits..., retry}: retry (microseconds from now) is 0, or when to ask again if fewer
+# than n slots could be promised.
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -182,20 +202,78 @@ local cap = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local token = ARGV[6]
 local seq = tonumber(ARGV[7])
-for i = 9, #ARGV - 2, 3 do
+local pause = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+local touched = {}
+local words = {}
+for i = 9, #ARGV - 5, 6 do
   local id = ARGV[i]
   local done = tonumber(ARGV[i + 1])
   local hold = tonumber(ARGV[i + 2])
+  local window = ARGV[i + 3]
+  local remaining = tonumber(ARGV[i + 5])
   if hold < period then hold = period end
   if hold > 2 * period then hold = 2 * period end
   if done > now then done = now end
-  if redis.call('ZREM', KEYS[1], id) == 1 then
-    if done > 0 then redis.call('ZADD', KEYS[2], done + hold, id) end
-  elseif done > 0 then
-    -- An answer already in rel, brought forward by a later one of its group: only ever
-    -- earlier (ZADD LT needs Redis 6.2).
-    local held = redis.call('ZSCORE', KEYS[2], id)
-    if held and done + hold < tonumber(held) then redis.call('ZADD', KEYS[2], done + hold, id) end
+  local reserved = redis.call('ZSCORE', KEYS[1], id)
+  if reserved then redis.call('ZREM', KEYS[1], id) end
+  if reserved and done > 0 then
+    redis.call('ZADD', KEYS[7], done, id)
+    -- The slot's time: the request went no earlier. After a 429, only requests sent after
+    -- the pause speak for the server.
+    local sent = tonumber(reserved) - cap
+    if remaining >= 0 and sent >= now - period and sent >= pause then
+      words[#words + 1] = {sent, remaining}
+    end
+    if window == '' then
+      redis.call('ZADD', KEYS[2], done + hold, id)
+    else
+      -- Held two periods until the staircase below places it among its window's answers.
+      redis.call('ZADD', KEYS[2], done + 2 * period, id)
+      redis.call('ZADD', KEYS[6], tonumber(window),
+        string.format('%.0f', done) .. ':' .. ARGV[i + 4] .. ':' .. id)
+      touched[window] = true
+    end
+  end
+end
+-- staircase_releases (in _state) over every process's answers of each window reported now:
+-- sorted by answer, latest first, the m-th is released at fades - min(m, limit - 1) steps of
+-- period / limit, never before its own period ends nor after two. Only ever earlier.
+for window, _ in pairs(touched) do
+  local w = tonumber(window)
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', w - 4)
+  local group = {}
+  local fades = math.huge
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[6], w, w)) do
+    local done, fade, id = string.match(m, '^(%d+):(%d+):(.*)$')
+    done = tonumber(done)
+    fade = tonumber(fade)
+    if fade < fades then fades = fade end
+    group[#group + 1] = {done, id}
+  end
+  table.sort(group, function(a, b) return a[1] > b[1] end)
+  for m, entry in ipairs(group) do
+    local steps = m - 1
+    if steps > limit - 1 then steps = limit - 1 end
+    local release = fades - math.floor(steps * period / limit)
+    if release < entry[1] + period then release = entry[1] + period end
+    if release > entry[1] + 2 * period then release = entry[1] + 2 * period end
+    local held = redis.call('ZSCORE', KEYS[2], entry[2])
+    if held and release < tonumber(held) then redis.call('ZADD', KEYS[2], release, entry[2]) end
+  end
+end
+-- The server's word: an answer's Remaining is what it admitted at an instant after the
+-- request went, and only grows with time but for requests counted since (each weighs at
+-- most one): those in flight now and those answered after it went (itself among them, and
+-- counted in Remaining). The larger of it and what is left of earlier words is a true
+-- lower bound; every reservation spends it.
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now - 2 * period)
+local word = tonumber(redis.call('GET', KEYS[8]) or '0') or 0
+if #words > 0 then
+  local flying_now = redis.call('ZCARD', KEYS[1])
+  for _, w in ipairs(words) do
+    local since = redis.call('ZCOUNT', KEYS[7], string.format('(%.0f', w[1]), '+inf')
+    local said = w[2] - flying_now - since + 1
+    if said > word then word = said end
   end
 end
 -- Our lease runs until liveness_timeout after this call or after our latest slot, whichever
@@ -221,6 +299,7 @@ if #gone > 0 then
     if at then
       redis.call('ZREM', KEYS[1], id)
       redis.call('ZADD', KEYS[2], at + 2 * period, id)
+      redis.call('ZADD', KEYS[7], at, id)
     end
   end
 end
@@ -229,12 +308,12 @@ local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
 for i = 1, #dead, 2 do
   redis.call('ZREM', KEYS[1], dead[i])
   redis.call('ZADD', KEYS[2], tonumber(dead[i + 1]) + 2 * period, dead[i])
+  redis.call('ZADD', KEYS[7], tonumber(dead[i + 1]), dead[i])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 2 * period)
 local others = redis.call('ZCARD', KEYS[4])
 if redis.call('ZSCORE', KEYS[4], token) then others = others - 1 end
-local pause = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 local flying = redis.call('ZCARD', KEYS[1])
 local rel = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 local held = #rel / 2
@@ -252,7 +331,7 @@ for i = 1, n do
   local r = now
   if pause > r then r = pause end
   local k = held - q
-  if k >= 1 then
+  if k >= 1 and i > word then
     local free = tonumber(rel[2 * k])
     if free > r then r = free end
   end
@@ -271,16 +350,24 @@ if n > 0 then
   end
 end
 out[#out + 1] = retry
+word = word - (#out - 2)
+if word > 0 then
+  redis.call('SET', KEYS[8], string.format('%.0f', word), 'PX', ttl)
+else
+  redis.call('DEL', KEYS[8])
+end
 local extra = 0
 if pause > now then extra = math.floor((pause - now) / 1000) end
 redis.call('PEXPIRE', KEYS[1], ttl + extra)
 redis.call('PEXPIRE', KEYS[2], ttl + extra)
 redis.call('PEXPIRE', KEYS[4], ttl + extra)
 redis.call('PEXPIRE', KEYS[5], ttl + extra)
+redis.call('PEXPIRE', KEYS[6], ttl + extra)
+redis.call('PEXPIRE', KEYS[7], ttl + extra)
 return out
 """
 
-# KEYS: fly, rel, pause, want. ARGV: wait_us, limit, period_us, ttl_ms.
+# KEYS: fly, rel, pause, want, live, grp, ans, word. ARGV: wait_us, limit, period_us, ttl_ms.
 # Sets pause_until = max(existing, now + wait) and adds limit phantom entries to rel,
 # released period/limit apart from pause_until on, so the next limit reservations after the
 # pause are staggered over one period. Phantoms only ever hold slots longer (never a 429).
@@ -297,6 +384,7 @@ local untilt = now + wait
 if old > untilt then untilt = old end
 local ms = math.floor((untilt - now) / 1000) + ttl
 redis.call('SET', KEYS[3], string.format('%.0f', untilt), 'PX', ms)
+redis.call('DEL', KEYS[8])
 local step = math.floor(period / limit)
 for j = 0, limit - 1 do
   redis.call('ZADD', KEYS[2], untilt + j * step,
@@ -359,28 +447,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-
-@attrs.define(slots=True)
-class _Answered:
-    """One answer of this process in the ledger: its id, loop time, Redis time (an upper
-    bound, as reported) and the loop time its slot is released."""
-
-    ident: str
-    at: float
-    answered_us: int
-    release: float
-
-
-@attrs.define(slots=True)
-class _FadeGroup:
-    """This process's answers whose latest possible window is the same: the least bound of
-    when a counter weighs them all nothing, and the latest of them (loop times)."""
-
-    fades_at: float
-    latest: float
-    entries: list[_Answered] = attrs.field(factory=list)
 
 
 class RedisRateLimiter:
@@ -453,6 +519,9 @@ class RedisRateLimiter:
         self._pause_key = f"{key_prefix}{{{business}}}:pause"
         self._want_key = f"{key_prefix}{{{business}}}:want"
         self._live_key = f"{key_prefix}{{{business}}}:live"
+        self._grp_key = f"{key_prefix}{{{business}}}:grp"
+        self._ans_key = f"{key_prefix}{{{business}}}:ans"
+        self._word_key = f"{key_prefix}{{{business}}}:word"
         self._own_client = client is None
         self._client: aioredis.Redis | None = client
         self._reserve_script: AsyncScript | None = None
@@ -480,11 +549,8 @@ class RedisRateLimiter:
         self._token = ""
         self._next_id = 0
         self._ids: dict[int, str] = {}
-        # Answers not yet reported: (id, answer on Redis's clock in µs, 0: never sent;
-        # its slot's hold in µs).
-        self._answers: list[tuple[str, int, int]] = []
-        # This process's answers by their latest possible window, for staircase_releases.
-        self._fade_groups: dict[int, _FadeGroup] = {}
+        # Answers not yet reported (see _report).
+        self._answers: list[_Report] = []
         self._report_handle: asyncio.TimerHandle | None = None
         self._report_tasks: set[asyncio.Task[None]] = set()
         # Redis's clock minus the loop's, upper bounds from recent calls: (loop time, bound).
@@ -526,7 +592,6 @@ class RedisRateLimiter:
         self._next_id = 0
         self._ids = {}
         self._answers = []
-        self._fade_groups = {}
         self._offsets = deque()
         self._last_call = -math.inf
 
@@ -609,7 +674,16 @@ class RedisRateLimiter:
         script = reserve if which == "reserve" else pause
         self.redis_calls += 1
         try:
-            keys = [self._fly_key, self._rel_key, self._pause_key, self._want_key, self._live_key]
+            keys = [
+                self._fly_key,
+                self._rel_key,
+                self._pause_key,
+                self._want_key,
+                self._live_key,
+                self._grp_key,
+                self._ans_key,
+                self._word_key,
+            ]
             return await script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise _Unavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -625,8 +699,8 @@ class RedisRateLimiter:
         answers, self._answers = self._answers, []
         self._cancel_report_timer()
         flat: list[int | str] = []
-        for ident, answered_us, hold_us in answers:
-            flat += [ident, answered_us, hold_us]
+        for report in answers:
+            flat += report
         limit = self._limit()
         sent_at = self._loop.time()
         try:
@@ -954,10 +1028,19 @@ class RedisRateLimiter:
 
     # ------------------------------------------------------------- answer reports
 
-    def _report(self, ident: str, answered_us: int, hold_us: int = 0) -> None:
-        """Queue an answer (or a slot never used: 0) for the ledger, its slot released
-        ``hold_us`` after the answer."""
-        self._answers.append((ident, answered_us, hold_us))
+    def _report(
+        self,
+        ident: str,
+        answered_us: int,
+        hold_us: int = 0,
+        window: str = "",
+        fades_us: int = 0,
+        remaining: int = -1,
+    ) -> None:
+        """Queue an answer (or a slot never used: 0) for the ledger: its slot is released
+        ``hold_us`` after the answer, or, with a ``window``, where the script's staircase
+        over that window's answers puts it; ``remaining`` (>= 0) is the server's word."""
+        self._answers.append((ident, answered_us, hold_us, window, fades_us, remaining))
         loop = self._loop
         if self._report_handle is None and loop is not None and not self._closed:
             self._report_handle = loop.call_later(
@@ -968,44 +1051,28 @@ class RedisRateLimiter:
         self, ident: str, answered_us: int, ticket: Ticket, now: float,
         reading: HeaderReading | None,
     ) -> None:  # fmt: skip
-        """Queue an answer with the hold of its slot: a period, or longer where a
-        sliding-window counter may still weigh it (``staircase_releases``), bringing forward
-        the other answers of its group that this one relieves.
+        """Queue an answer with what places its slot's release: the latest aligned window
+        the server can have counted it in, and when a sliding-window counter weighs that
+        window nothing (``GateState.answer_window``), on Redis's clock.
 
         An answer without ``Date`` (RFC 9110 has origin servers send one; a proxy may drop
         it) cannot be placed in the server's windows: it is released one period after it,
         as a log or a bucket needs. Holding each such slot two periods would halve the
         budget of every server behind such a proxy, counter or not.
         """
-        period = self._rate_limit.period
+        period_us = self._period_us
+        remaining = -1
+        if reading is not None and reading.remaining is not None and not self._rate_limit.share:
+            # A static share paces below what the server would admit: its word is not ours.
+            remaining = max(0, reading.remaining)
         window = self._state.answer_window(ticket, now, self.unix_now(), reading)
         if window is None:
-            self._report(ident, answered_us, round(period * _US))
+            self._report(ident, answered_us, period_us, remaining=remaining)
             return
-        groups = self._fade_groups
-        if len(groups) > 64:
-            # A group is done once every release is past: two periods after its latest answer.
-            for key in [key for key, group in groups.items() if group.latest + 2 * period < now]:
-                del groups[key]
-        key = round(window[0] / period)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = _FadeGroup(window[1], now)
-        elif window[1] < group.fades_at:
-            group.fades_at = window[1]  # every bound holds for the whole group: the least
-        group.latest = now  # answers are recorded as they arrive
-        group.entries.append(_Answered(ident, now, answered_us, math.inf))
-        entries = group.entries
-        releases = staircase_releases(
-            [entry.at for entry in entries], group.fades_at, self._limit(), period
-        )
-        for entry, release in zip(entries, releases, strict=True):
-            if release < entry.release:
-                # Only the new answer, and those it brought forward (still held), are
-                # reported; a release already past needs no word.
-                if entry.release > now:
-                    self._report(entry.ident, entry.answered_us, round((release - entry.at) * _US))
-                entry.release = release
+        window_end, fades_at = window
+        fades_us = self._redis_time_us(fades_at) if self._offsets else _UNBOUNDED_US
+        index = round(window_end / self._rate_limit.period)
+        self._report(ident, answered_us, 2 * period_us, str(index), fades_us, remaining)
 
     def _cancel_report_timer(self) -> None:
         if self._report_handle is not None:
@@ -1173,7 +1240,7 @@ class RedisRateLimiter:
                 pass
         # Slots reserved and never used, answers not yet reported: tell the ledger.
         for slot in self._spare:
-            self._answers.append((slot[1], 0, 0))
+            self._report(slot[1], 0)
         self._spare.clear()
         if self._local_gate is None and self._last_call > -math.inf:
             # Goodbye: the answers, and the end of our lease in the same call, so whatever we
