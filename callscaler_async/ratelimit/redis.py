@@ -66,8 +66,9 @@ releases say; the largest such figure, less every reservation made since, is kep
 ``word`` and lets that many reservations skip the wait for a release (never the ``limit``
 in flight). Only requests sent after the latest 429's pause speak for the server.
 
-Slots are mapped to the loop clock as *answer received + wait*, never earlier than Redis meant; a late send only uses
-the slot late (a waiter more than ``in_flight_timeout / 2`` late reserves again).
+Slots are mapped to the loop clock as *answer received + wait*, never earlier than Redis
+meant; a late send only uses the slot late (a waiter more than ``in_flight_timeout / 2``
+late reserves again).
 
 Cost: one Redis round trip per *batch*, not per request. In a process, one pump task
 reserves ``k = min(waiting, limit)`` slots per call and hands them out in priority order
