@@ -433,28 +433,67 @@ class socket_closed_port:
 # ------------------------------------------------------ cancellation and max_wait
 
 
-async def test_cancelled_waiter_returns_at_once_and_hands_its_slot_on(
+async def test_cancelled_waiter_returns_at_once_and_leaves_the_shared_queue(
     redis_server: RedisServer,
 ) -> None:
-    gate = RedisRateLimiter(redis_server.url, business="cancel", rate_limit=RateLimit(2, PERIOD))
+    rate = RateLimit(2, PERIOD)
+    gate = RedisRateLimiter(redis_server.url, business="cancel", rate_limit=rate)
+    other = RedisRateLimiter(redis_server.url, business="cancel", rate_limit=rate)
+    inspector = aioredis.Redis.from_url(redis_server.url)
     try:
-        for _ in range(2):
-            gate.complete(await gate.acquire(), status=200, headers={})
         t0 = time.monotonic()
+        gate.complete(await gate.acquire(), status=200, headers={})
+        await asyncio.sleep(0.3)
+        gate.complete(await gate.acquire(), status=200, headers={})
+        # Slots free about PERIOD and PERIOD + 0.3 after t0.
+        t1 = time.monotonic()
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
                 await gate.acquire()
-        assert time.monotonic() - t0 < 0.35
-        calls = gate.reserve_calls
-        # The cancelled waiter's slot (about PERIOD after the first sends) goes to the next.
-        ticket = await gate.acquire()
+        assert time.monotonic() - t1 < 0.35
+        await asyncio.sleep(0.05)  # the pump's goodbye to the queue
+        assert await inspector.zcard(gate._queue_key) == 0
+        # Nobody waits ahead of the other process's waiter now: it takes the first slot.
+        ticket = await other.acquire()
         waited = time.monotonic() - t0
-        gate.complete(ticket, status=200, headers={})
-        assert gate.reserve_calls == calls  # no new reservation: the spare slot was used
+        other.complete(ticket, status=200, headers={})
         assert PERIOD - 0.05 <= waited <= PERIOD + 0.2, waited
         assert gate.snapshot().in_flight == 0
     finally:
+        await inspector.aclose()
         await gate.aclose()
+        await other.aclose()
+
+
+async def test_processes_are_served_in_order_of_arrival(redis_server: RedisServer) -> None:
+    """An earlier waiter in one process gets its slot before a later one in another, however
+    often the later one's process asks."""
+    rate = RateLimit(2, PERIOD)
+    early = RedisRateLimiter(redis_server.url, business="fifo", rate_limit=rate)
+    late = RedisRateLimiter(redis_server.url, business="fifo", rate_limit=rate)
+    try:
+        t0 = time.monotonic()
+        late.complete(await late.acquire(), status=200, headers={})
+        await asyncio.sleep(0.3)
+        late.complete(await late.acquire(), status=200, headers={})
+        # Slots free about PERIOD and PERIOD + 0.3 after t0.
+        served: dict[str, float] = {}
+
+        async def take(name: str, gate: RedisRateLimiter) -> None:
+            ticket = await gate.acquire()
+            served[name] = time.monotonic() - t0
+            gate.complete(ticket, status=200, headers={})
+
+        first = asyncio.create_task(take("early", early))
+        await asyncio.sleep(0.1)
+        second = asyncio.create_task(take("late", late))
+        await asyncio.gather(first, second)
+        assert served["early"] < served["late"], served
+        assert PERIOD - 0.05 <= served["early"] <= PERIOD + 0.2, served
+        assert PERIOD + 0.25 <= served["late"] <= PERIOD + 0.5, served
+    finally:
+        await early.aclose()
+        await late.aclose()
 
 
 async def test_a_closed_gate_refuses_instead_of_waiting(redis_server: RedisServer) -> None:
