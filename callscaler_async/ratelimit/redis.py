@@ -194,16 +194,17 @@ _UNBOUNDED_US: Final = 2**52
 _SOCKET_TIMEOUT: Final = 2.0
 
 # KEYS: fly, rel, pause, queue, live, grp, ans, word, queued. ARGV: n, limit, period_us, cap_us,
-# ttl_ms, token, first_seq, lease_us (0: this token leaves), horizon_us (no slot is promised further
-# ahead), qn (our waiters without a slot, -1: only report, keep our queue entries), then qn arrival
-# times on Redis's clock (upper bounds; 0: now), then (id, answered_us, hold_us, window, fades_us,
-# remaining) sextuples: answered_us is the answer's time on Redis's clock (an upper bound), 0 for a
-# slot never used; window the index of the latest aligned window the server can have counted it in
-# ('' where its answer could not be placed: then it is released hold_us after the answer), fades_us
-# a bound on Redis's clock by which a counter weighs it nothing; remaining the answer's
-# X-RateLimit-Remaining (-1: none, or not to be used). Returns {now, waits..., retry, soonest}: retry
-# (microseconds from now) is 0, or when to ask again if fewer than n slots could be promised, and
-# soonest when the first unpromised slot comes at the earliest (0: unknown).
+# ttl_ms, token, first_seq, lease_us (0: this token leaves), horizon_us (no slot is promised
+# further ahead), qn (our waiters without a slot, -1: only report, keep our queue entries), then
+# qn arrival times on Redis's clock (upper bounds; 0: now), then (id, answered_us, hold_us,
+# window, fades_us, remaining) sextuples: answered_us is the answer's time on Redis's clock (an
+# upper bound), 0 for a slot never used; window the index of the latest aligned window the server
+# can have counted it in ('' where its answer could not be placed: then it is released hold_us
+# after the answer), fades_us a bound on Redis's clock by which a counter weighs it nothing;
+# remaining the answer's X-RateLimit-Remaining (-1: none, or not to be used). Returns {now,
+# waits..., retry, soonest}: retry (microseconds from now) is 0, or when to ask again if fewer
+# than n slots could be promised, and soonest when the first unpromised slot comes at the earliest
+# (0: unknown).
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
