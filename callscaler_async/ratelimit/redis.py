@@ -193,9 +193,9 @@ _UNBOUNDED_US: Final = 2**52
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
-# KEYS: fly, rel, pause, queue, live, grp, ans, word, queued. ARGV: n, limit, period_us, cap_us,
-# ttl_ms, token, first_seq, lease_us (0: this token leaves), horizon_us (no slot is promised
-# further ahead), qn (our waiters without a slot, -1: only report, keep our queue entries), then
+# KEYS: fly, rel, pause, queue, live, grp, ans, word, queued. ARGV: qn (our waiters without a
+# slot; -1: only report, keep our queue entries), limit, period_us, cap_us, ttl_ms, token,
+# first_seq, lease_us (0: this token leaves), horizon_us (no slot is promised further ahead), then
 # qn arrival times on Redis's clock (upper bounds; 0: now), then (id, answered_us, hold_us,
 # window, fades_us, remaining) sextuples: answered_us is the answer's time on Redis's clock (an
 # upper bound), 0 for a slot never used; window the index of the latest aligned window the server
@@ -203,12 +203,13 @@ _SOCKET_TIMEOUT: Final = 2.0
 # after the answer), fades_us a bound on Redis's clock by which a counter weighs it nothing;
 # remaining the answer's X-RateLimit-Remaining (-1: none, or not to be used). Returns {now,
 # waits..., retry, soonest}: retry (microseconds from now) is 0, or when to ask again if fewer
-# than n slots could be promised, and soonest when the first unpromised slot comes at the earliest
-# (0: unknown).
+# than qn slots could be promised, and soonest when the first unpromised slot comes at the
+# earliest (0: unknown).
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local n = tonumber(ARGV[1])
+local qn = tonumber(ARGV[1])
+local n = math.max(qn, 0)
 local limit = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
@@ -216,17 +217,16 @@ local ttl = tonumber(ARGV[5])
 local token = ARGV[6]
 local seq = tonumber(ARGV[7])
 local horizon = tonumber(ARGV[9])
-local qn = tonumber(ARGV[10])
 local pause = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 local queued = {}
-for i = 1, qn do
-  local a = tonumber(ARGV[10 + i])
+for i = 1, n do
+  local a = tonumber(ARGV[9 + i])
   if a == 0 or a > now then a = now end
   queued[i] = a
 end
 local touched = {}
 local words = {}
-for i = 11 + math.max(qn, 0), #ARGV - 5, 6 do
+for i = 10 + n, #ARGV - 5, 6 do
   local id = ARGV[i]
   local done = tonumber(ARGV[i + 1])
   local hold = tonumber(ARGV[i + 2])
@@ -783,7 +783,7 @@ class RedisRateLimiter:
             out = await self._call(
                 "reserve",
                 [
-                    0 if queue is None else len(queue),
+                    -1 if queue is None else len(queue),
                     limit,
                     self._period_us,
                     self._cap_us,
@@ -792,7 +792,6 @@ class RedisRateLimiter:
                     self._next_id,
                     0 if leaving else self._lease_us,
                     self._promise_us,
-                    -1 if queue is None else len(queue),
                     *(queue or ()),
                     *flat,
                 ],
@@ -1003,10 +1002,9 @@ class RedisRateLimiter:
         for _, _, waiter in self._heap:
             deadline = waiter.deadline
             if deadline is not None and deadline < earliest and not waiter.fut.done():
-                max_wait = waiter.max_wait or 0.0
                 estimate = max(earliest, self._estimate(now, waiter.rank))
-                waited = now - (deadline - max_wait)
-                waiter.fut.set_exception(self._too_long(estimate, now, max_wait, waited))
+                waited = now - waiter.arrived
+                waiter.fut.set_exception(self._too_long(estimate, now, waiter.max_wait, waited))
 
     async def _pump(self) -> None:
         """Reserve slots for the local waiters: one Redis call in flight at most.
