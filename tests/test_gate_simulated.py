@@ -707,3 +707,106 @@ def test_staircase_releases_at_a_steady_pace_cost_one_step() -> None:
     holds = [r - a for a, r in zip(answers, releases, strict=True)]
     assert max(holds) <= period + period / limit + 1e-9
     assert min(holds) >= period - 1e-9
+
+
+def _burst_then_probe(state: GateState, probe_remaining: int, limit: int | None = 10) -> float:
+    """A burst of 10 at the server's U + 1.5 (its window [U, U + 4) of a limit of 10 per 4 s),
+    answered with Remaining 9..0 and Date U + 1; then, a period after the answers, the one
+    request the ledger grants goes, answered with ``probe_remaining`` and Date U + 5.
+    Returns the loop time of that answer."""
+    now = 1.5
+    burst = [state.admit(now) for _ in range(10)]
+    now += RTT
+    for left, ticket in zip(range(9, -1, -1), burst, strict=True):
+        answer = HeaderReading(limit=limit, remaining=left, reset_unix=U + 4.0, date_unix=U + 1)
+        state.complete(ticket, now, unix_now=U + now, headers=answer, status=200)
+    at = now + 4.0 + 1e-5
+    assert state.capacity(at) == 1
+    ticket = state.admit(at)
+    now = at + RTT
+    answer = HeaderReading(limit=limit, remaining=probe_remaining, reset_unix=None, date_unix=U + 5)
+    state.complete(ticket, now, unix_now=U + now, headers=answer, status=200)
+    return now
+
+
+def test_a_remaining_no_counter_could_report_drops_the_fading_tail() -> None:
+    """Sans-I/O: the burst was counted at the server's U + 1 - RTT at the earliest (its Date
+    second, less a round trip), in the window [U, U + 4). The probe's answer was written by
+    U + 6 + RTT (its Date second, and a round trip), at phase 0.502 of the next window at the
+    latest, where a counter still weighs the burst ``floor(10 * 0.498) = 4``: it could report
+    6 at most. A sliding log has forgotten the burst and reports 9. Nine proves the server is
+    no counter: the slots held as a counter's fading tail are free at once, and later ones
+    free a period after their answer."""
+    state = GateState(10, 4.0)
+    now = _burst_then_probe(state, probe_remaining=9)
+    assert not state.counter_possible
+    assert state._tail_weight(now) == 0
+    assert state.limit - state.in_flight - len(state._recent) == 9
+    late = [state.admit(now) for _ in range(9)]
+    for ticket in late:
+        state.complete(ticket, now + RTT, unix_now=U + now + RTT, status=200)
+    later = now + RTT + 4.0 + 1e-5
+    state.capacity(later)  # (1: what it knows is a period old, so one scout goes first)
+    assert state.limit - len(state._recent) - state._tail_weight(later) == 10
+
+
+@pytest.mark.parametrize("remaining", [0, 3, 6])
+def test_a_remaining_a_counter_could_report_keeps_the_fading_tail(remaining: int) -> None:
+    """6 is the most a counter could report there; the server's own counter reports 3."""
+    server = make_limiter("counter", 10, 4.0)
+    for _ in range(10):
+        assert server.try_acquire(U + 1.5)
+    assert server.try_acquire(U + 5.5 + 2 * RTT)
+    assert server.remaining(U + 5.5 + 2 * RTT) == 3
+    state = GateState(10, 4.0)
+    now = _burst_then_probe(state, probe_remaining=remaining)
+    assert state.counter_possible
+    assert state._tail_weight(now) > 0
+
+
+def test_a_counter_proof_needs_the_servers_limit() -> None:
+    """Without ``X-RateLimit-Limit`` the server's limit may be larger than ours: a high
+    Remaining then proves nothing."""
+    state = GateState(10, 4.0)
+    _burst_then_probe(state, probe_remaining=9, limit=None)
+    assert state.counter_possible
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("algorithm", ["fixed", "sliding", "bucket"])
+async def test_the_other_algorithms_are_told_from_a_counter(algorithm: str, phase: float) -> None:
+    """Within two periods of the first burst an answer proves each of them no counter, so
+    the ledger frees their slots a period after each answer. (Bursts just before a window's
+    end look alike under a sliding log and a counter: there the counter weighs them a few
+    percent a period later, and the proof may never come; it costs as little.)"""
+    anchor = anchor_at(phase)
+    server = SimServer(algorithm, 60, 3.0, latency=0.01, jitter=0.005, anchor=anchor)
+    gate = make_gate_at(anchor)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    workers = asyncio.create_task(run_workers(server, gate, 50, 600))
+    while gate.state.counter_possible and not workers.done():
+        await asyncio.sleep(0.01)
+    if phase < 0.9 or algorithm != "sliding":
+        assert not gate.state.counter_possible
+        assert loop.time() - start <= 2 * 3.0
+    await workers
+    assert server.rejected == 0
+
+
+@pytest.mark.looptime
+@pytest.mark.parametrize("phase", PHASES)
+async def test_a_counter_is_never_ruled_out(phase: float) -> None:
+    """Not even with another consumer spending a quarter of the budget: ruling it out would
+    free its slots a period after their answers, where it still weighs them."""
+    anchor = anchor_at(phase)
+    server = SimServer("counter", 60, 3.0, latency=0.01, jitter=0.005, anchor=anchor)
+    gate = make_gate_at(anchor)
+    workers = asyncio.create_task(run_workers(server, gate, 50, 600))
+    while not workers.done():
+        await server.foreign(1)
+        await asyncio.sleep(0.2)
+        assert gate.state.counter_possible
+    await workers
+    assert server.rejected <= 10

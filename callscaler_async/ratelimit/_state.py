@@ -29,7 +29,13 @@ window's count). The gate relies on two properties of the server, and they hold 
    ``N - cur - floor(prev * (1 - f))``, at least ``N`` minus the sum of these weights, rounded
    up to a whole request. A sliding log and a counter cannot be told apart from one burst's
    answers (the log frees the burst at once one period later, the counter only bit by bit),
-   so the ledger holds the larger weight of the two.
+   so the ledger holds the larger weight of the two, until an answer proves the server is no
+   counter: a Remaining above what a counter could report, given the windows our own earlier
+   requests were counted in at the earliest and the latest instant the answer can have been
+   written (``_weigh_as_counter``). Foreign requests only lower a Remaining, so they cannot
+   fake that proof. From then on a slot frees a period after its answer. The converse
+   proof does not exist: a counter looks like any of the three others with a consumer
+   spending what its fading weight holds, so a counter is never taken for more than it is.
 
 The ledger: the server counts a request at some instant between our send and our receipt of
 its answer, so a request of ours *occupies a slot* from its send until ``P`` after its
@@ -276,6 +282,11 @@ def staircase_releases(
     return releases
 
 
+def _answered_before(indices: list[int] | None, before: int) -> int:
+    """How many of ``indices`` (ascending answer indices) are below ``before``."""
+    return bisect.bisect_left(indices, before) if indices else 0
+
+
 class GateState:
     """Decides when the next request of one business may go.
 
@@ -288,6 +299,8 @@ class GateState:
     __slots__ = (
         "__weakref__",
         "_answers",
+        "_counted",
+        "_counter_possible",
         "_foreign",
         "_foreign_alert_until",
         "_foreign_held",
@@ -304,6 +317,7 @@ class GateState:
         "_obs_time",
         "_obs_uncounted",
         "_probe_at",
+        "_probe_step",
         "_probe_ticket",
         "_recent",
         "_recent_ends",
@@ -365,6 +379,12 @@ class GateState:
         self._tail: list[int] = []
         self._tail_sum = 0
         self._answers = 0  # answers recorded so far
+        # Until an answer's Remaining proves that the server is no sliding-window counter
+        # (see _weigh_as_counter), answered requests keep a counter's fading tail. Evidence:
+        # for each aligned window (on the server's clock), the indices (in answer order) of
+        # our answered requests whose earliest possible count instant falls in it.
+        self._counter_possible = True
+        self._counted: dict[int, list[int]] = {}
         self._max_latency = 0.0
         # Budget spent by other consumers, held until it must have expired.
         self._foreign = 0
@@ -391,6 +411,9 @@ class GateState:
         # Probe at Reset.
         self._probe_at: float | None = None
         self._probe_ticket: Ticket | None = None
+        # Under a counter each request of ours still in flight may be counted in the window a
+        # Reset opens, so a probe waits one counter step (``period / limit``) more for each.
+        self._probe_step = period / limit
         self._last_admit = -math.inf
         self.probing = True
         # Calibration shots (see the module docstring): a request held back from a burst and
@@ -561,7 +584,7 @@ class GateState:
         return (
             self.probing
             and self._probe_at is not None
-            and now >= self._probe_at + self._in_flight * self.period / self.limit
+            and now >= self._probe_at + self._in_flight * self._probe_step
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         )
@@ -582,7 +605,7 @@ class GateState:
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         ):
-            candidates.append(self._probe_at + self._in_flight * self.period / self.limit)
+            candidates.append(self._probe_at + self._in_flight * self._probe_step)
         if not candidates:
             return None
         ready = max(min(candidates), self.paused_until, now)
@@ -777,6 +800,9 @@ class GateState:
                 later -= 1
                 first += 1
             self._observe(ticket, now, unix_now, headers, later)
+            # Only a success is surely counted (a 429 is refused uncounted; an error may be).
+            if answered and self._counter_possible and status is not None and 200 <= status < 300:
+                self._weigh_as_counter(ticket, now, unix_now, headers)
         if self._reset_beyond_refill or self._shots_wanted:  # else it stays False
             self._update_shots_wanted()
         if status == 429:
@@ -797,6 +823,8 @@ class GateState:
         the four algorithms (see the module docstring): :meth:`answer_window`'s bound, never
         earlier than a period after the answer nor later than two.
         """
+        if not self._counter_possible:
+            return 0  # no tail: the server is no counter
         period = self.period
         window = self.answer_window(ticket, now, unix_now, headers)
         if window is None or window[1] >= now + 2 * period:
@@ -860,7 +888,11 @@ class GateState:
         if remaining is None:
             return
         if ticket.seq < self._obs_seq:
-            return  # an older request's answer arrived late: it knows less than we do
+            # An older request's answer arrived late: its Remaining may have been written
+            # before the newer one's, so it is not the server's latest word; what it shows
+            # spent by someone else is still true.
+            self._hold_foreign(ticket, now, header_limit or self.limit, remaining)
+            return
         self._obs_seq = ticket.seq
         self._obs_time = now
         self.server_limit = header_limit
@@ -900,10 +932,16 @@ class GateState:
         # in flight and the ``later`` ones answered while it was on its way.
         self._obs_remaining = remaining
         self._obs_uncounted = self._in_flight + later
+        self._hold_foreign(ticket, now, limit, remaining)
 
-        # Foreign share: what the server counts beyond the requests of ours it may have
-        # counted. Normally that is every request in flight and every one answered less
-        # than a period ago: a lower bound that never holds budget back for nothing. After
+    def _hold_foreign(self, ticket: Ticket, now: float, limit: int, remaining: int) -> None:
+        """Hold what this answer shows someone else spent (every answer's own reading: one
+        that arrives after a later-sent request's may have been written after it, and
+        know more).
+        """
+        # What the server counts beyond the requests of ours it may have counted. Normally
+        # that is every request in flight and every one answered less than a period ago: a
+        # lower bound that never holds budget back for nothing. After
         # a 429 has proved that someone else spends the budget, only requests sent before
         # this one count as possibly ours: sharper (it can mistake ours that overtook this
         # one on another connection for someone else's), and wrong only on the safe side.
@@ -912,6 +950,7 @@ class GateState:
         in_flight_before = (
             bisect.bisect_left(self._in_flight_seqs, ticket.seq) if alerted else self._in_flight
         )
+        period = self.period
         foreign = (limit - remaining) - (
             len(self._recent) + self._tail_weight(now) + in_flight_before
         )
@@ -926,6 +965,72 @@ class GateState:
             if until < self._next_expiry:
                 self._next_expiry = until
 
+    def _weigh_as_counter(
+        self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading
+    ) -> None:
+        """Test a counted answer's Remaining against a sliding-window counter, then record
+        the window this request was counted in at the earliest.
+
+        Were the server a counter of ``limit`` (windows aligned to multiples of the period on
+        its clock), it wrote Remaining at an instant ``t`` between our send and our receipt,
+        (and at most a round trip after its Date second) as
+        ``limit - cur - floor(prev * (1 - f))`` at most: ``cur`` and ``prev`` count at
+        least our requests answered before this one was sent, each in the window of its
+        earliest possible count instant (counted later, or with others' requests, they
+        weigh more). Within a window that bound is least at the latest ``t``: at our
+        receipt, or just before the window ends, where the previous window weighs nothing.
+        A Remaining above the least of them proves that no counter at that limit answered,
+        whatever ``t`` was: the ledger then drops the fading tails, and the other three
+        algorithms free each slot a period after its answer (property 2).
+        """
+        lo, hi = self._skew_lo, self._skew_hi
+        if lo == -math.inf or hi == math.inf:
+            return  # no Date yet: the window of nothing is known
+        period = self.period
+        counted = self._counted
+        sent_unix = unix_now - (now - ticket.sent_at)
+        limit, remaining = h.limit, h.remaining
+        if counted and limit is not None and remaining:
+            before = ticket.answers_before
+            # Written before our receipt, and (as in answer_window) at most a round trip
+            # after its Date second ended.
+            latest = unix_now + hi
+            if h.date_unix is not None and h.date_unix + 1.0 + (now - ticket.sent_at) < latest:
+                latest = h.date_unix + 1.0 + (now - ticket.sent_at)
+            scaled = latest / period
+            last = math.floor(scaled)
+            first = math.floor((sent_unix + lo) / period)
+            if last - first <= 3:  # (a period shorter than the clock's uncertainty: no test)
+                # Float slack: a server's own phase may read a few ulps less than ours.
+                phase = scaled - last + 4 * math.ulp(scaled)
+                prev = _answered_before(counted.get(last - 1), before)
+                least = _answered_before(counted.get(last), before) + math.floor(
+                    prev * (1.0 - phase)
+                )
+                for window in range(first, last):
+                    cur = _answered_before(counted.get(window), before)
+                    if cur < least:
+                        least = cur
+                if remaining > limit - least:
+                    self._rule_out_counter(now)
+                    return
+        window = math.floor((sent_unix + lo) / period)
+        indices = counted.get(window)
+        if indices is None:
+            for old in [w for w in counted if w < window - 3]:
+                del counted[old]
+            counted[window] = indices = []
+        indices.append(self._answers - 1)  # this answer's index (recorded just now)
+
+    def _rule_out_counter(self, now: float) -> None:
+        self._counter_possible = False
+        self._counted = {}
+        self._tail.clear()
+        self._tail_sum = 0
+        self._recent_ends = deque(0 for _ in self._recent_ends)
+        self._probe_step = 0.0
+        self._next_expiry = now  # look again at what expires
+
     def _learn_skew(self, low: float, high: float) -> None:
         """Narrow the server-minus-our-clock interval to what one answer's ``Date`` allows:
         ``low <= skew < high`` (see _observe).
@@ -937,6 +1042,7 @@ class GateState:
             # Inconsistent with what we knew: a clock was stepped. Start over.
             lo, hi = low, high
             self._shots_left = _MAX_SHOTS
+            self._counted = {}  # placed by the old clock: no longer a lower bound
         else:
             if low > lo:
                 lo = low
@@ -962,6 +1068,11 @@ class GateState:
     @property
     def in_flight(self) -> int:
         return self._in_flight
+
+    @property
+    def counter_possible(self) -> bool:
+        """False once an answer proved that the server is no sliding-window counter."""
+        return self._counter_possible
 
     @property
     def foreign(self) -> int:
