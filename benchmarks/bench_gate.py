@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import statistics
 import time
@@ -73,6 +74,7 @@ import callscaler_async as cs
 from callscaler_async.testing import FakeCallScaler
 
 LIMIT = 60  # the default; --limit changes it
+_RUNS = itertools.count()
 
 
 def theoretical_minimum(
@@ -201,7 +203,9 @@ async def run_sdk(
         fake.api_key,
         base_url=fake.base_url,
         rate_limit=cs.RateLimit(limit, period),
-        business=f"bench-{id(fake)}",
+        # A fresh business per run: an id() can be reused once its object is gone, and a
+        # gate (with all it learnt of another server) would then carry over.
+        business=f"bench-{next(_RUNS)}",
         max_retries=50,
     ) as client:
         work = iter(range(requests))

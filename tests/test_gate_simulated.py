@@ -810,3 +810,41 @@ async def test_a_counter_is_never_ruled_out(phase: float) -> None:
         assert gate.state.counter_possible
     await workers
     assert server.rejected <= 10
+
+
+def test_a_429_takes_the_counter_proof_back() -> None:
+    state = GateState(10, 4.0)
+    now = _burst_then_probe(state, probe_remaining=9)
+    assert not state.counter_possible
+    ticket = state.admit(now)
+    state.complete(ticket, now + RTT, unix_now=U + now + RTT, status=429, retry_after=1.0)
+    assert state.counter_possible
+
+
+def test_the_ledger_holds_the_larger_total_not_each_requests_larger_weight() -> None:
+    """Sans-I/O: 10 requests paced through the window [U + 4, U + 8) of a counter of 10 per
+    4 s. Half-way through the next window the counter weighs them ``10 * 0.5 = 5``; a sliding
+    log still counts the 4 answered in the last 4 s. The server is one or the other, so 5
+    slots are free. (Holding each request by the larger of its two weights would hold
+    4 + 6 * 0.5 = 7 and free 3.)"""
+    state = GateState(10, 4.0)
+    server = make_limiter("counter", 10, 4.0)
+    for k in range(10):
+        sent = 4.25 + 0.3 * k
+        ticket = state.admit(sent)
+        assert server.try_acquire(U + sent)
+        answer = HeaderReading(
+            limit=10,
+            remaining=server.remaining(U + sent),
+            reset_unix=U + 8.0,
+            date_unix=float(math.floor(U + sent)),
+        )
+        state.complete(ticket, sent + RTT, unix_now=U + sent + RTT, headers=answer, status=200)
+    assert state.counter_possible
+    assert len(state._recent) == 10
+    half_way = 10.0
+    state.capacity(half_way)
+    assert len(state._recent) == 4
+    assert state.limit - state._held(half_way) == 5
+    assert server.remaining(U + half_way) == 5
+    assert state._ledger_frees_at(half_way) == half_way

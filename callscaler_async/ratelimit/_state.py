@@ -38,18 +38,21 @@ window's count). The gate relies on two properties of the server, and they hold 
    spending what its fading weight holds, so a counter is never taken for more than it is.
 
 The ledger: the server counts a request at some instant between our send and our receipt of
-its answer, so a request of ours *occupies a slot* from its send until ``P`` after its
-answer arrived (no latency guess is needed), then a *fading tail* of weight
-``(end - t) / P``: ``end`` is one period after the latest aligned window end it can have
-been counted in, bounded by that answer's ``Date`` (the server wrote it at ``Date`` or
-later, before ``Date + 1``), the clock offset learnt so far, and the answer's Reset when it
-falls on a multiple of ``P`` (a Reset is never before the instant its request was counted,
-whatever else it means: servers differ there, a counter's may be the end of the window or
-the instant the next slot frees); two periods after the answer when nothing bounds it. The
-whole slots a tail still takes are its summed weight rounded up (integer nanoseconds, plus a
-hair of slack per entry for a server's floating-point phase). The gate admits while the
-ledger or the server's word (property 1) has room, and the larger of two true lower bounds
-is a true lower bound.
+its answer, so a request of ours *occupies a slot* from its send until its answer, and then
+two ways, one per hypothesis. For the fixed window, the log and the bucket it holds a slot
+until ``P`` after its answer arrived (no latency guess is needed). For a counter it weighs a
+slot until the end ``E`` of the latest aligned window it can have been counted in, then
+``(E + P - t) / P``, a *fading tail*: ``E`` is bounded by that answer's ``Date`` (the server
+wrote it at ``Date`` or later, before ``Date + 1``), the clock offset learnt so far, and the
+answer's Reset when it falls on a multiple of ``P`` (a Reset is never before the instant its
+request was counted, whatever else it means: servers differ there, a counter's may be the end
+of the window or the instant the next slot frees); nothing fades before two periods after the
+answer when nothing bounds it. A counter's weight is its whole slots plus its fading sum
+rounded down, as the counter floors it (integer nanoseconds, plus a hair of slack per entry
+for a server's floating-point phase). The server runs one algorithm, so the ledger holds the
+larger of the two *totals* (not each request's larger weight, which at a steady pace would
+hold a period's worth more than either). The gate admits while the ledger or the server's
+word (property 1) has room, and the larger of two true lower bounds is a true lower bound.
 
 Three refinements make it use the whole budget and stay safe with company:
 
@@ -282,6 +285,14 @@ def staircase_releases(
     return releases
 
 
+def _ns_time(ns: int) -> float:
+    """The earliest float time whose floor in ns is at least ``ns``."""
+    at = ns / _NS
+    while math.floor(at * _NS) < ns:
+        at = math.nextafter(at, math.inf)
+    return at
+
+
 def _answered_before(indices: list[int] | None, before: int) -> int:
     """How many of ``indices`` (ascending answer indices) are below ``before``."""
     return bisect.bisect_left(indices, before) if indices else 0
@@ -300,6 +311,7 @@ class GateState:
         "__weakref__",
         "_answers",
         "_counted",
+        "_counter_full",
         "_counter_possible",
         "_foreign",
         "_foreign_alert_until",
@@ -320,7 +332,6 @@ class GateState:
         "_probe_step",
         "_probe_ticket",
         "_recent",
-        "_recent_ends",
         "_reset_beyond_refill",
         "_seq",
         "_shot_at",
@@ -371,11 +382,11 @@ class GateState:
         # When each of our answered requests that still occupy a slot was answered (loop
         # time; answers are recorded at the current time, so appends keep the order).
         self._recent: deque[float] = deque()
-        # For each of them, when its weight under a sliding-window counter has faded to 0
-        # (integer ns; see _answer_fades_at): after ``answered + period`` it joins the tail.
-        self._recent_ends: deque[int] = deque()
-        # Answered more than a period ago, still weighing ``(end - now) / period`` each:
-        # a heap of ends, and their sum.
+        # The same answered requests as a sliding-window counter may weigh them: each by when
+        # its weight has faded to 0 (integer ns; see _counter_fades_at), ``end``. Until
+        # ``end - period`` (its window's end) it weighs a whole slot: a heap of ends.
+        self._counter_full: list[int] = []
+        # After that, ``(end - now) / period``: the fading tail, a heap of ends, and their sum.
         self._tail: list[int] = []
         self._tail_sum = 0
         self._answers = 0  # answers recorded so far
@@ -438,15 +449,16 @@ class GateState:
         recent = self._recent
         period = self.slot_hold
         tail = self._tail
+        full = self._counter_full
         now_ns = math.floor(now * _NS)
         # Same expression as in next_time (done_at + slot_hold), so float rounding can never
         # leave a slot "due" but not expired.
         while recent and recent[0] + period <= now:
             recent.popleft()
-            end = self._recent_ends.popleft()
-            if end > now_ns:
-                heapq.heappush(tail, end)
-                self._tail_sum += end
+        while full and full[0] - self.period_ns <= now_ns:
+            end = heapq.heappop(full)
+            heapq.heappush(tail, end)
+            self._tail_sum += end
         while tail and tail[0] <= now_ns:
             self._tail_sum -= heapq.heappop(tail)
         held = self._foreign_held
@@ -459,16 +471,30 @@ class GateState:
         self._next_expiry = min(
             recent[0] + period if recent else math.inf,
             held[0][0] if held else math.inf,
-            tail[0] / _NS if tail else math.inf,
+            _ns_time(full[0] - self.period_ns) if full else math.inf,
+            _ns_time(tail[0]) if tail else math.inf,
         )
 
     def _tail_weight(self, now: float) -> int:
-        """Whole slots the fading tail still takes at ``now`` (rounded up, never down)."""
+        """Whole slots the fading tail still takes at ``now``: as a counter floors it, with a
+        hair of slack per entry."""
         tail = self._tail
         if not tail:
             return 0
         weight = self._tail_sum + _TAIL_SLACK * len(tail) - len(tail) * math.floor(now * _NS)
         return weight // self.period_ns if weight > 0 else 0
+
+    def _held(self, now: float) -> int:
+        """Slots our answered requests still take at ``now`` (the ledger): the larger of what
+        the fixed window, the log and the bucket may still count of them (each for a period
+        after its answer) and what a counter may still weigh (module docstring, property 2).
+        One server runs one algorithm, so the larger total bounds it, whichever it is."""
+        held = len(self._recent)
+        if self._counter_full or self._tail:
+            weight = len(self._counter_full) + self._tail_weight(now)
+            if weight > held:
+                return weight
+        return held
 
     def capacity(self, now: float) -> int:
         """How many requests may go at ``now`` (0 while paused)."""
@@ -477,9 +503,11 @@ class GateState:
             self._expire(now)
         if now < self.paused_until:
             return 0
-        ledger = self.limit - self._in_flight - len(self._recent) - self._foreign
-        if self._tail:
-            ledger -= self._tail_weight(now)
+        ledger = self.limit - self._in_flight - self._foreign - len(self._recent)
+        if self._counter_full or self._tail:
+            weight = len(self._counter_full) + self._tail_weight(now)
+            if weight > len(self._recent):
+                ledger -= weight - len(self._recent)
         sliding = ledger
         observed = self._obs_remaining
         if observed is not None:
@@ -619,10 +647,11 @@ class GateState:
         """Earliest loop time at which the ledger grants a slot (``now`` when it does now;
         None when only an answer can free one).
 
-        Walks the events ahead in time order: an answer's full slot turning into a fading
-        tail, a tail entry fading out, the foreign share expiring. Between two events the
-        tail's weight falls linearly, so the instant it drops below what is left is solved
-        exactly (integer ns, as ``_tail_weight`` rounds it).
+        Walks the events ahead in time order: a slot's period after its answer ending, a
+        counter's weight starting to fade (its window's end) and fading out, the foreign
+        share expiring. Between two events the fading weight falls linearly, so the instant
+        it drops below what is left is solved exactly (integer ns, as ``_tail_weight``
+        rounds it).
         """
         allowed = self.limit - 1 - self._in_flight - self._hold
         if allowed < 0:
@@ -630,52 +659,50 @@ class GateState:
         hold = self.slot_hold
         period_ns = self.period_ns
         recent = self._recent
-        ends = self._recent_ends
         held = self._foreign_held
-        tail = self._tail
-        total = self._tail_sum + _TAIL_SLACK * len(tail)
-        count = len(tail)
-        fading = list(tail)  # a copy of the heap: entries leave it as they fade out
-        full_index = 0
+        full = list(self._counter_full)  # copies of the heaps: entries move as time passes
+        fading = list(self._tail)
+        total = self._tail_sum + _TAIL_SLACK * len(fading)
+        count = len(fading)
+        recent_index = 0
         held_index = 0
         t = now
         while True:
             t_ns = math.floor(t * _NS)
+            while full and full[0] - period_ns <= t_ns:
+                end = heapq.heappop(full)
+                heapq.heappush(fading, end)
+                total += end + _TAIL_SLACK
+                count += 1
             while fading and fading[0] <= t_ns:
                 total -= heapq.heappop(fading) + _TAIL_SLACK
                 count -= 1
+            while recent_index < len(recent) and recent[recent_index] + hold <= t:
+                recent_index += 1
             while held_index < len(held) and held[held_index][0] <= t:
                 held_index += 1
-            foreign = held[held_index][1] if held_index < len(held) else 0
-            room = allowed - (len(recent) - full_index) - foreign  # whole slots for the tail
-            next_event = math.inf
-            if full_index < len(recent):
-                next_event = recent[full_index] + hold
-            if fading and fading[0] / _NS < next_event:
-                next_event = fading[0] / _NS
+            room = allowed - (held[held_index][1] if held_index < len(held) else 0)
+            next_event = recent[recent_index] + hold if recent_index < len(recent) else math.inf
+            if full and _ns_time(full[0] - period_ns) < next_event:
+                next_event = _ns_time(full[0] - period_ns)
+            if fading and _ns_time(fading[0]) < next_event:
+                next_event = _ns_time(fading[0])
             if held_index < len(held) and held[held_index][0] < next_event:
                 next_event = held[held_index][0]
-            if room >= 0:
-                if count == 0 or total - count * t_ns < (room + 1) * period_ns:
+            # Whole slots left for the fading weight once the log's and the counter's full
+            # slots are held.
+            tail_room = room - len(full)
+            if len(recent) - recent_index <= room and tail_room >= 0:
+                if count == 0 or total - count * t_ns < (tail_room + 1) * period_ns:
                     return t
-                # The tail weighs less than room + 1 slots from this ns on:
-                at_ns = (total - (room + 1) * period_ns) // count + 1
-                at = at_ns / _NS
-                if math.floor(at * _NS) < at_ns:
-                    at = (at_ns + 1) / _NS
+                # The fading weight is below tail_room + 1 slots from this ns on:
+                at = _ns_time((total - (tail_room + 1) * period_ns) // count + 1)
                 if at < next_event:
                     return at
             if next_event == math.inf:
                 return None
             # (An entry due within the ns of ``t`` may round to ``t`` itself: move on.)
             t = next_event if next_event > t else math.nextafter(t, math.inf)
-            while full_index < len(recent) and recent[full_index] + hold <= t:
-                end = ends[full_index]
-                full_index += 1
-                if end > math.floor(t * _NS):
-                    heapq.heappush(fading, end)
-                    total += end + _TAIL_SLACK
-                    count += 1
 
     def admit(self, now: float) -> Ticket:
         """Record that a request goes now (the caller checked ``capacity`` first)."""
@@ -702,14 +729,7 @@ class GateState:
             self.shots += 1
             self._shots_wanted = False
         if probe:
-            sliding = (
-                self.limit
-                - self._in_flight
-                - len(self._recent)
-                - self._tail_weight(now)
-                - self._foreign
-                + 1
-            )
+            sliding = self.limit - self._in_flight - self._held(now) - self._foreign + 1
             header = (
                 self._obs_remaining - self._obs_uncounted + 1
                 if self._obs_remaining is not None
@@ -771,9 +791,10 @@ class GateState:
             else:
                 self._forget(ticket)
             recent.append(now)
-            self._recent_ends.append(self._answer_fades_at(ticket, now, unix_now, headers))
             if now + self.slot_hold < self._next_expiry:
                 self._next_expiry = now + self.slot_hold
+            if self._counter_possible:
+                self._weigh(self._counter_fades_at(ticket, now, unix_now, headers), now)
             self._answers += 1
             latency = now - ticket.sent_at
             if latency > self._max_latency:
@@ -816,21 +837,33 @@ class GateState:
                 self._release_hold()
         return None
 
-    def _answer_fades_at(
+    def _counter_fades_at(
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
     ) -> int:
-        """When (loop time, integer ns) this answered request weighs nothing under any of
-        the four algorithms (see the module docstring): :meth:`answer_window`'s bound, never
-        earlier than a period after the answer nor later than two.
+        """When (loop time, integer ns) a sliding-window counter weighs this answered request
+        nothing: :meth:`answer_window`'s bound, never later than two periods after the
+        answer (nor without a ``Date`` to place it).
         """
-        if not self._counter_possible:
-            return 0  # no tail: the server is no counter
         period = self.period
         window = self.answer_window(ticket, now, unix_now, headers)
         if window is None or window[1] >= now + 2 * period:
             return math.ceil((now + 2 * period) * _NS)
-        fades_at = window[1]
-        return math.ceil((now + period if fades_at < now + period else fades_at) * _NS)
+        return math.ceil(window[1] * _NS)
+
+    def _weigh(self, end: int, now: float) -> None:
+        """Hold an answered request as a counter would weigh it until ``end`` (ns)."""
+        now_ns = math.floor(now * _NS)
+        if end <= now_ns:
+            return
+        if end - self.period_ns > now_ns:
+            heapq.heappush(self._counter_full, end)
+            at = _ns_time(end - self.period_ns)
+        else:
+            heapq.heappush(self._tail, end)
+            self._tail_sum += end
+            at = _ns_time(end)
+        if at < self._next_expiry:
+            self._next_expiry = at
 
     def answer_window(
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
@@ -952,7 +985,7 @@ class GateState:
         )
         period = self.period
         foreign = (limit - remaining) - (
-            len(self._recent) + self._tail_weight(now) + in_flight_before
+            self._held(now) + in_flight_before
         )
         if foreign > 0:
             held = self._foreign_held
@@ -1025,9 +1058,9 @@ class GateState:
     def _rule_out_counter(self, now: float) -> None:
         self._counter_possible = False
         self._counted = {}
+        self._counter_full = []
         self._tail.clear()
         self._tail_sum = 0
-        self._recent_ends = deque(0 for _ in self._recent_ends)
         self._probe_step = 0.0
         self._next_expiry = now  # look again at what expires
 
@@ -1056,6 +1089,11 @@ class GateState:
         self._foreign_alert_until = now + 3 * self.period
         self._release_hold()
         self._obs_remaining = 0
+        if not self._counter_possible:
+            # Whatever proved the server no counter, this 429 says the gate's picture is
+            # wrong (the server may have changed): assume a counter again.
+            self._counter_possible = True
+            self._probe_step = self.period / self.limit
         wait = retry_after if retry_after is not None else self.period
         until = now + wait
         if until > self.paused_until:
