@@ -29,13 +29,14 @@ window's count). The gate relies on two properties of the server, and they hold 
    ``N - cur - floor(prev * (1 - f))``, at least ``N`` minus the sum of these weights, rounded
    up to a whole request. A sliding log and a counter cannot be told apart from one burst's
    answers (the log frees the burst at once one period later, the counter only bit by bit),
-   so the ledger holds the larger weight of the two, until an answer proves the server is no
-   counter: a Remaining above what a counter could report, given the windows our own earlier
-   requests were counted in at the earliest and the latest instant the answer can have been
-   written (``_weigh_as_counter``). Foreign requests only lower a Remaining, so they cannot
-   fake that proof. From then on a slot frees a period after its answer. The converse
-   proof does not exist: a counter looks like any of the three others with a consumer
-   spending what its fading weight holds, so a counter is never taken for more than it is.
+   so the ledger holds the larger of the two (see "The ledger" below), until an answer
+   proves the server is no counter: a Remaining above what a counter could report, given the
+   windows our own earlier requests were counted in at the earliest and the latest instant
+   the answer can have been written (``_weigh_as_counter``). Foreign requests only lower a
+   Remaining, so they cannot fake that proof. From then on a slot frees a period after its
+   answer. There is no converse proof: a counter looks like any of the other three with
+   someone else spending what its fading weight holds, so the counter's weights are kept
+   until disproved, never dropped on a guess.
 
 The ledger: the server counts a request at some instant between our send and our receipt of
 its answer, so a request of ours *occupies a slot* from its send until its answer, and then
