@@ -330,7 +330,6 @@ class GateState:
         "_obs_time",
         "_obs_uncounted",
         "_probe_at",
-        "_probe_step",
         "_probe_ticket",
         "_recent",
         "_reset_beyond_refill",
@@ -423,9 +422,6 @@ class GateState:
         # Probe at Reset.
         self._probe_at: float | None = None
         self._probe_ticket: Ticket | None = None
-        # Under a counter each request of ours still in flight may be counted in the window a
-        # Reset opens, so a probe waits one counter step (``period / limit``) more for each.
-        self._probe_step = period / limit
         self._last_admit = -math.inf
         self.probing = True
         # Calibration shots (see the module docstring): a request held back from a burst and
@@ -504,11 +500,8 @@ class GateState:
             self._expire(now)
         if now < self.paused_until:
             return 0
-        ledger = self.limit - self._in_flight - self._foreign - len(self._recent)
-        if self._counter_full or self._tail:
-            weight = len(self._counter_full) + self._tail_weight(now)
-            if weight > len(self._recent):
-                ledger -= weight - len(self._recent)
+        held = self._held(now) if self._counter_full or self._tail else len(self._recent)
+        ledger = self.limit - self._in_flight - self._foreign - held
         sliding = ledger
         observed = self._obs_remaining
         if observed is not None:
@@ -609,14 +602,20 @@ class GateState:
         # Only the first request after a Reset may rely on it: any request admitted since
         # the Reset (by the other rules) may already have taken the slot it frees.
         # Under a sliding-window counter our requests still in flight may be counted in the
-        # new window: each one more pushes the first free slot ``period / limit`` later.
+        # new window (_probe_wait).
         return (
             self.probing
             and self._probe_at is not None
-            and now >= self._probe_at + self._in_flight * self._probe_step
+            and now >= self._probe_at + self._probe_wait()
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         )
+
+    def _probe_wait(self) -> float:
+        """How long after Reset the probe waits: under a counter each request of ours still
+        in flight may be counted in the window the Reset opens, one counter step
+        (``period / limit``) each."""
+        return self._in_flight * self.period / self.limit if self._counter_possible else 0.0
 
     def next_time(self, now: float) -> float | None:
         """Earliest loop time a request may go (``now`` if at once); None: after an answer."""
@@ -634,7 +633,7 @@ class GateState:
             and self._probe_ticket is None
             and self._last_admit < self._probe_at - self.reset_margin
         ):
-            candidates.append(self._probe_at + self._in_flight * self._probe_step)
+            candidates.append(self._probe_at + self._probe_wait())
         if not candidates:
             return None
         ready = max(min(candidates), self.paused_until, now)
@@ -975,19 +974,17 @@ class GateState:
         """
         # What the server counts beyond the requests of ours it may have counted. Normally
         # that is every request in flight and every one answered less than a period ago: a
-        # lower bound that never holds budget back for nothing. After
-        # a 429 has proved that someone else spends the budget, only requests sent before
-        # this one count as possibly ours: sharper (it can mistake ours that overtook this
-        # one on another connection for someone else's), and wrong only on the safe side.
+        # lower bound that never holds budget back for nothing. After a 429 has proved that
+        # someone else spends the budget, only requests sent before this one count as
+        # possibly ours: sharper (it can mistake ours that overtook this one on another
+        # connection for someone else's), and wrong only on the safe side.
         # The largest share seen is held for a period (three while alerted).
         alerted = now < self._foreign_alert_until
         in_flight_before = (
             bisect.bisect_left(self._in_flight_seqs, ticket.seq) if alerted else self._in_flight
         )
         period = self.period
-        foreign = (limit - remaining) - (
-            self._held(now) + in_flight_before
-        )
+        foreign = (limit - remaining) - (self._held(now) + in_flight_before)
         if foreign > 0:
             held = self._foreign_held
             while held and held[-1][1] <= foreign:
@@ -1006,7 +1003,7 @@ class GateState:
         the window this request was counted in at the earliest.
 
         Were the server a counter of ``limit`` (windows aligned to multiples of the period on
-        its clock), it wrote Remaining at an instant ``t`` between our send and our receipt,
+        its clock), it wrote Remaining at an instant ``t`` between our send and our receipt
         (and at most a round trip after its Date second) as
         ``limit - cur - floor(prev * (1 - f))`` at most: ``cur`` and ``prev`` count at
         least our requests answered before this one was sent, each in the window of its
@@ -1022,7 +1019,8 @@ class GateState:
             return  # no Date yet: the window of nothing is known
         period = self.period
         counted = self._counted
-        sent_unix = unix_now - (now - ticket.sent_at)
+        # The earliest server time this request can have been counted at.
+        earliest = unix_now - (now - ticket.sent_at) + lo
         limit, remaining = h.limit, h.remaining
         if counted and limit is not None and remaining:
             before = ticket.answers_before
@@ -1033,7 +1031,7 @@ class GateState:
                 latest = h.date_unix + 1.0 + (now - ticket.sent_at)
             scaled = latest / period
             last = math.floor(scaled)
-            first = math.floor((sent_unix + lo) / period)
+            first = math.floor(earliest / period)
             if last - first <= 3:  # (a period shorter than the clock's uncertainty: no test)
                 # Float slack: a server's own phase may read a few ulps less than ours.
                 phase = scaled - last + 4 * math.ulp(scaled)
@@ -1048,7 +1046,7 @@ class GateState:
                 if remaining > limit - least:
                     self._rule_out_counter(now)
                     return
-        window = math.floor((sent_unix + lo) / period)
+        window = math.floor(earliest / period)
         indices = counted.get(window)
         if indices is None:
             for old in [w for w in counted if w < window - 3]:
@@ -1062,7 +1060,6 @@ class GateState:
         self._counter_full = []
         self._tail.clear()
         self._tail_sum = 0
-        self._probe_step = 0.0
         self._next_expiry = now  # look again at what expires
 
     def _learn_skew(self, low: float, high: float) -> None:
@@ -1094,7 +1091,6 @@ class GateState:
             # Whatever proved the server no counter, this 429 says the gate's picture is
             # wrong (the server may have changed): assume a counter again.
             self._counter_possible = True
-            self._probe_step = self.period / self.limit
         wait = retry_after if retry_after is not None else self.period
         until = now + wait
         if until > self.paused_until:
