@@ -129,6 +129,8 @@ _NS: Final = 1_000_000_000
 # Each tail entry is held this many ns longer than its arithmetic says: a server computes its
 # window phase in floating point (a Unix time near 2e9 s resolves only ~0.24 µs).
 _TAIL_SLACK: Final = 10_000
+# A counter's offset interval is tested in this many slices per answer (_narrow_counter).
+_OFFSET_SLICES: Final = 8
 
 
 @attrs.define(slots=True)
@@ -143,6 +145,24 @@ class Ticket:
     sent_at: float
     done: bool = False
     answers_before: int = 0
+
+
+@attrs.define(slots=True)
+class _CounterAnswer:
+    """What places one answered request in a sliding-window counter's windows again when the
+    clock offset a counter can have narrows: its send and answer (loop and Unix time), the
+    answer's ``Date`` and ``Reset``, how many answers were recorded before it was sent, its
+    index in answer order once it counts as evidence (a success with rate headers; else -1),
+    and when its weight ends (ns)."""
+
+    sent_at: float
+    at: float
+    unix_at: float
+    date: float | None
+    reset: float | None
+    before: int
+    index: int
+    end: int
 
 
 class HeaderReading(NamedTuple):
@@ -312,8 +332,12 @@ class GateState:
         "__weakref__",
         "_answers",
         "_counted",
+        "_counter_answers",
         "_counter_full",
+        "_counter_hi",
+        "_counter_lo",
         "_counter_possible",
+        "_counter_weighed",
         "_foreign",
         "_foreign_alert_until",
         "_foreign_held",
@@ -321,7 +345,6 @@ class GateState:
         "_hold",
         "_in_flight",
         "_in_flight_seqs",
-        "_last_admit",
         "_latency",
         "_max_latency",
         "_next_expiry",
@@ -330,6 +353,7 @@ class GateState:
         "_obs_time",
         "_obs_uncounted",
         "_probe_at",
+        "_probe_from",
         "_probe_ticket",
         "_recent",
         "_reset_beyond_refill",
@@ -383,7 +407,7 @@ class GateState:
         # time; answers are recorded at the current time, so appends keep the order).
         self._recent: deque[float] = deque()
         # The same answered requests as a sliding-window counter may weigh them: each by when
-        # its weight has faded to 0 (integer ns; see _counter_fades_at), ``end``. Until
+        # its weight has faded to 0 (integer ns; see _fades_at), ``end``. Until
         # ``end - period`` (its window's end) it weighs a whole slot: a heap of ends.
         self._counter_full: list[int] = []
         # After that, ``(end - now) / period``: the fading tail, a heap of ends, and their sum.
@@ -396,6 +420,14 @@ class GateState:
         # our answered requests whose earliest possible count instant falls in it.
         self._counter_possible = True
         self._counted: dict[int, list[int]] = {}
+        # The clock offsets (server minus ours) a counter can have, given the Remaining it
+        # reported (_weigh_as_counter): within the Date headers' interval, often much
+        # narrower. ``_counter_weighed``: the bounds the ledger's counter weights were last
+        # computed with; ``_counter_answers``: what recomputes them (see _reweigh).
+        self._counter_lo = -math.inf
+        self._counter_hi = math.inf
+        self._counter_weighed = (-math.inf, math.inf)
+        self._counter_answers: deque[_CounterAnswer] = deque()
         self._max_latency = 0.0
         # Budget spent by other consumers, held until it must have expired.
         self._foreign = 0
@@ -421,8 +453,8 @@ class GateState:
         self._obs_uncounted = 0
         # Probe at Reset.
         self._probe_at: float | None = None
+        self._probe_from = -1  # admissions before the answer whose Reset it relies on
         self._probe_ticket: Ticket | None = None
-        self._last_admit = -math.inf
         self.probing = True
         # Calibration shots (see the module docstring): a request held back from a burst and
         # sent when its answer straddles a server second boundary.
@@ -599,8 +631,9 @@ class GateState:
         )
 
     def _probe_due(self, now: float) -> bool:
-        # Only the first request after a Reset may rely on it: any request admitted since
-        # the Reset (by the other rules) may already have taken the slot it frees.
+        # Only the first request after the answer that told the Reset may rely on it: any
+        # request admitted since then (by the other rules) may already have taken the slot
+        # it frees, also before the Reset itself, which a server rounds up to the second.
         # Under a sliding-window counter our requests still in flight may be counted in the
         # new window (_probe_wait).
         return (
@@ -608,7 +641,7 @@ class GateState:
             and self._probe_at is not None
             and now >= self._probe_at + self._probe_wait()
             and self._probe_ticket is None
-            and self._last_admit < self._probe_at - self.reset_margin
+            and self._seq == self._probe_from
         )
 
     def _probe_wait(self) -> float:
@@ -631,7 +664,7 @@ class GateState:
             self.probing
             and self._probe_at is not None
             and self._probe_ticket is None
-            and self._last_admit < self._probe_at - self.reset_margin
+            and self._seq == self._probe_from
         ):
             candidates.append(self._probe_at + self._probe_wait())
         if not candidates:
@@ -715,7 +748,6 @@ class GateState:
         ticket = Ticket(seq, now, False, self._answers)
         probe_at = self._probe_at
         probe = probe_at is not None and now >= probe_at and self._probe_due(now)
-        self._last_admit = now
         if (
             self._hold
             and self._shot_at is not None
@@ -794,7 +826,7 @@ class GateState:
             if now + self.slot_hold < self._next_expiry:
                 self._next_expiry = now + self.slot_hold
             if self._counter_possible:
-                self._weigh(self._counter_fades_at(ticket, now, unix_now, headers), now)
+                record = self._weigh_answer(ticket, now, unix_now, headers)
             self._answers += 1
             latency = now - ticket.sent_at
             if latency > self._max_latency:
@@ -823,7 +855,7 @@ class GateState:
             self._observe(ticket, now, unix_now, headers, later)
             # Only a success is surely counted (a 429 is refused uncounted; an error may be).
             if answered and self._counter_possible and status is not None and 200 <= status < 300:
-                self._weigh_as_counter(ticket, now, unix_now, headers)
+                self._weigh_as_counter(record, now, unix_now, headers)
         if self._reset_beyond_refill or self._shots_wanted:  # else it stays False
             self._update_shots_wanted()
         if status == 429:
@@ -837,15 +869,33 @@ class GateState:
                 self._release_hold()
         return None
 
-    def _counter_fades_at(
+    def _weigh_answer(
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
+    ) -> _CounterAnswer:
+        """Hold an answered request as a counter may weigh it, and keep what places it."""
+        date = headers.date_unix if headers is not None else None
+        reset = headers.reset_unix if headers is not None else None
+        end = self._fades_at(ticket.sent_at, now, unix_now, date, reset)
+        record = _CounterAnswer(
+            ticket.sent_at, now, unix_now, date, reset, ticket.answers_before, -1, end
+        )
+        answers = self._counter_answers
+        now_ns = math.floor(now * _NS)
+        while answers and answers[0].end <= now_ns:
+            answers.popleft()
+        answers.append(record)
+        self._weigh(end, now)
+        return record
+
+    def _fades_at(
+        self, sent_at: float, now: float, unix_now: float, date: float | None, reset: float | None
     ) -> int:
-        """When (loop time, integer ns) a sliding-window counter weighs this answered request
+        """When (loop time, integer ns) a sliding-window counter weighs an answered request
         nothing: :meth:`answer_window`'s bound, never later than two periods after the
         answer (nor without a ``Date`` to place it).
         """
         period = self.period
-        window = self.answer_window(ticket, now, unix_now, headers)
+        window = self._window(sent_at, now, unix_now, date, reset)
         if window is None or window[1] >= now + 2 * period:
             return math.ceil((now + 2 * period) * _NS)
         return math.ceil(window[1] * _NS)
@@ -879,28 +929,41 @@ class GateState:
         window's end is bounded too. Its own Reset is not used: servers differ on what Reset
         means under a counter.
         """
-        date = headers.date_unix if headers is not None else None
+        if headers is None:
+            return None
+        return self._window(ticket.sent_at, now, unix_now, headers.date_unix, headers.reset_unix)
+
+    def _window(
+        self, sent_at: float, now: float, unix_now: float, date: float | None, reset: float | None
+    ) -> tuple[float, float] | None:
         if date is None:
             return None
         period = self.period
+        lo, hi = self._counter_offsets()
         # The server counted it before it wrote the answer (before Date + 1) and before our
-        # ``now`` (at most our Unix time plus the largest offset allowed).
-        counted_by = date + 1.0 + (now - ticket.sent_at)
-        if unix_now + self._skew_hi < counted_by:
-            counted_by = unix_now + self._skew_hi
+        # ``now`` (at most our Unix time plus the largest offset a counter can have).
+        counted_by = date + 1.0 + (now - sent_at)
+        if unix_now + hi < counted_by:
+            counted_by = unix_now + hi
         window_end = (math.floor(counted_by / period) + 1) * period
         # A Reset is never before the instant its request was counted (it tells of the
         # future): when it falls on a multiple of the period, the window the request was
         # counted in ends there or earlier, whatever else Reset means on this server.
-        reset = headers.reset_unix if headers is not None else None
         if reset is not None and date <= reset < window_end:
             nearest = round(reset / period) * period
             if abs(reset - nearest) <= 1e-6 * period and nearest > date - 1.0:
                 window_end = nearest
         # The server's clock read at least Date (and our Unix time plus the least offset)
         # when ours read ``now``.
-        server_now = max(date, unix_now + self._skew_lo)
+        server_now = max(date, unix_now + lo)
         return window_end, now + (window_end - server_now) + period
+
+    def _counter_offsets(self) -> tuple[float, float]:
+        """The clock offsets (server minus ours) a sliding-window counter can have: what the
+        ``Date`` headers allow, narrowed by the Remaining values it reported."""
+        lo = self._skew_lo if self._skew_lo > self._counter_lo else self._counter_lo
+        hi = self._skew_hi if self._skew_hi < self._counter_hi else self._counter_hi
+        return lo, hi
 
     def _observe(
         self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading, later: int
@@ -951,6 +1014,7 @@ class GateState:
             # bucket: none is later), so before our ``now + period``: no clock offset or
             # rounding of Reset to the second can push the probe past that.
             self._probe_at = min(reset_at + self.reset_margin, now + period * (1 + 1e-6))
+            self._probe_from = self._seq
             # A token bucket's Reset (full again) is at most (limit - Remaining) refills after
             # the answer was written, plus its rounding up: a later one rules a bucket out,
             # whose Reset no shot could ever bring forward.
@@ -997,7 +1061,7 @@ class GateState:
                 self._next_expiry = until
 
     def _weigh_as_counter(
-        self, ticket: Ticket, now: float, unix_now: float, h: HeaderReading
+        self, record: _CounterAnswer, now: float, unix_now: float, h: HeaderReading
     ) -> None:
         """Test a counted answer's Remaining against a sliding-window counter, then record
         the window this request was counted in at the earliest.
@@ -1010,56 +1074,136 @@ class GateState:
         earliest possible count instant (counted later, or with others' requests, they
         weigh more). Within a window that bound is least at the latest ``t``: at our
         receipt, or just before the window ends, where the previous window weighs nothing.
-        A Remaining above the least of them proves that no counter at that limit answered,
-        whatever ``t`` was: the ledger then drops the fading tails, and the other three
-        algorithms free each slot a period after its answer (property 2).
+        A Remaining above the least of them proves that no counter at that limit answered
+        with a clock offset in the range tested (_refutes_counter). The range a counter can
+        have is tested in slices from both ends inwards, and narrows to what is left: its
+        windows are then placed more sharply, and the ledger's counter weights recomputed
+        (_reweigh). When no offset is left, no counter answered: the ledger drops the fading
+        tails, and the other three algorithms free each slot a period after its answer
+        (property 2).
         """
-        lo, hi = self._skew_lo, self._skew_hi
+        lo, hi = self._counter_offsets()
         if lo == -math.inf or hi == math.inf:
             return  # no Date yet: the window of nothing is known
-        period = self.period
+        if lo > hi:
+            # The Date headers left no offset a counter's Remaining allowed.
+            self._rule_out_counter(now)
+            return
         counted = self._counted
-        # The earliest server time this request can have been counted at.
-        earliest = unix_now - (now - ticket.sent_at) + lo
         limit, remaining = h.limit, h.remaining
         if counted and limit is not None and remaining:
-            before = ticket.answers_before
-            # Written before our receipt, and (as in answer_window) at most a round trip
-            # after its Date second ended.
-            latest = unix_now + hi
-            if h.date_unix is not None and h.date_unix + 1.0 + (now - ticket.sent_at) < latest:
-                latest = h.date_unix + 1.0 + (now - ticket.sent_at)
-            scaled = latest / period
-            last = math.floor(scaled)
-            first = math.floor(earliest / period)
-            if last - first <= 3:  # (a period shorter than the clock's uncertainty: no test)
-                # Float slack: a server's own phase may read a few ulps less than ours.
-                phase = scaled - last + 4 * math.ulp(scaled)
-                prev = _answered_before(counted.get(last - 1), before)
-                least = _answered_before(counted.get(last), before) + math.floor(
-                    prev * (1.0 - phase)
-                )
-                for window in range(first, last):
-                    cur = _answered_before(counted.get(window), before)
-                    if cur < least:
-                        least = cur
-                if remaining > limit - least:
-                    self._rule_out_counter(now)
-                    return
-        window = math.floor(earliest / period)
+            step = (hi - lo) / _OFFSET_SLICES
+            low = 0
+            while low < _OFFSET_SLICES and self._refutes_counter(
+                record, unix_now, h, lo + low * step, lo + (low + 1) * step
+            ):
+                low += 1
+            if low == _OFFSET_SLICES:
+                self._rule_out_counter(now)
+                return
+            high = 0
+            while self._refutes_counter(
+                record, unix_now, h, hi - (high + 1) * step, hi - high * step
+            ):
+                high += 1  # (slice ``low`` stands: this stops there at the latest)
+            if low or high:
+                if low:
+                    self._counter_lo = lo = lo + low * step
+                if high:
+                    self._counter_hi = hi - high * step
+                self._reweigh(now)
+        window = math.floor((record.unix_at - (record.at - record.sent_at) + lo) / self.period)
         indices = counted.get(window)
         if indices is None:
             for old in [w for w in counted if w < window - 3]:
                 del counted[old]
             counted[window] = indices = []
-        indices.append(self._answers - 1)  # this answer's index (recorded just now)
+        record.index = self._answers - 1  # this answer's index (recorded just now)
+        indices.append(record.index)
+
+    def _refutes_counter(
+        self, record: _CounterAnswer, unix_now: float, h: HeaderReading, lo: float, hi: float
+    ) -> bool:
+        """Whether this answer's Remaining is more than a counter with a clock offset in
+        ``[lo, hi]`` could have reported (see _weigh_as_counter); the caller checked that the
+        answer has Limit and Remaining and that some answer is placed."""
+        period = self.period
+        counted = self._counted
+        trip = record.at - record.sent_at
+        # The earliest server time this request can have been counted at.
+        earliest = unix_now - trip + lo
+        # Written before our receipt, and (as in _window) at most a round trip after its Date
+        # second ended.
+        latest = unix_now + hi
+        if h.date_unix is not None and h.date_unix + 1.0 + trip < latest:
+            latest = h.date_unix + 1.0 + trip
+        scaled = latest / period
+        last = math.floor(scaled)
+        first = math.floor(earliest / period)
+        if last - first > 3:
+            return False  # a period shorter than the clock's uncertainty: no test
+        before = record.before
+        # Float slack: a server's own phase may read a few ulps less than ours.
+        phase = scaled - last + 4 * math.ulp(scaled)
+        prev = _answered_before(counted.get(last - 1), before)
+        least = _answered_before(counted.get(last), before) + math.floor(prev * (1.0 - phase))
+        for window in range(first, last):
+            cur = _answered_before(counted.get(window), before)
+            if cur < least:
+                least = cur
+        return h.remaining is not None and h.limit is not None and h.remaining > h.limit - least
 
     def _rule_out_counter(self, now: float) -> None:
         self._counter_possible = False
         self._counted = {}
+        self._counter_answers.clear()
         self._counter_full = []
         self._tail.clear()
         self._tail_sum = 0
+        self._next_expiry = now  # look again at what expires
+
+    def _reweigh(self, now: float) -> None:
+        """Place our answered requests in a counter's windows again with the offsets it can
+        still have: their weights in the ledger, and the evidence of later tests.
+
+        Narrower offsets only end a weight sooner (and place evidence later, where it weighs
+        more), so this is done only when they have moved by a quarter of a counter step.
+        """
+        lo, hi = self._counter_offsets()
+        weighed_lo, weighed_hi = self._counter_weighed
+        quarter = self.period / self.limit / 4
+        if abs(lo - weighed_lo) < quarter and abs(weighed_hi - hi) < quarter:
+            return
+        self._counter_weighed = (lo, hi)
+        period = self.period
+        period_ns = self.period_ns
+        now_ns = math.floor(now * _NS)
+        full: list[int] = []
+        tail: list[int] = []
+        counted: dict[int, list[int]] = {}
+        kept: deque[_CounterAnswer] = deque()
+        for record in self._counter_answers:
+            end = self._fades_at(
+                record.sent_at, record.at, record.unix_at, record.date, record.reset
+            )
+            if end <= now_ns:
+                continue
+            record.end = end
+            kept.append(record)
+            if end - period_ns > now_ns:
+                full.append(end)
+            else:
+                tail.append(end)
+            if record.index >= 0:
+                window = math.floor((record.unix_at - (record.at - record.sent_at) + lo) / period)
+                counted.setdefault(window, []).append(record.index)
+        heapq.heapify(full)
+        heapq.heapify(tail)
+        self._counter_answers = kept
+        self._counter_full = full
+        self._tail = tail
+        self._tail_sum = sum(tail)
+        self._counted = counted
         self._next_expiry = now  # look again at what expires
 
     def _learn_skew(self, low: float, high: float) -> None:
@@ -1074,6 +1218,9 @@ class GateState:
             lo, hi = low, high
             self._shots_left = _MAX_SHOTS
             self._counted = {}  # placed by the old clock: no longer a lower bound
+            for record in self._counter_answers:
+                record.index = -1
+            self._forget_counter_offsets()
         else:
             if low > lo:
                 lo = low
@@ -1081,6 +1228,11 @@ class GateState:
                 hi = high
         self._skew_lo, self._skew_hi = lo, hi
         self.skew = (lo + hi) / 2
+
+    def _forget_counter_offsets(self) -> None:
+        """Back to any offset the Date headers allow."""
+        self._counter_lo = -math.inf
+        self._counter_hi = math.inf
 
     def _on_rate_limited(self, now: float, retry_after: float | None) -> float:
         self.rate_limited += 1
@@ -1091,6 +1243,8 @@ class GateState:
             # Whatever proved the server no counter, this 429 says the gate's picture is
             # wrong (the server may have changed): assume a counter again.
             self._counter_possible = True
+        self._forget_counter_offsets()
+        self._reweigh(now)
         wait = retry_after if retry_after is not None else self.period
         until = now + wait
         if until > self.paused_until:
