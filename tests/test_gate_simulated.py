@@ -848,3 +848,65 @@ def test_the_ledger_holds_the_larger_total_not_each_requests_larger_weight() -> 
     assert state.limit - state._held(half_way) == 5
     assert server.remaining(U + half_way) == 5
     assert state._ledger_frees_at(half_way) == half_way
+
+
+@pytest.mark.parametrize("offset", [k / 16 for k in range(-7, 8)])
+def test_a_counters_offset_narrows_around_the_true_one(offset: float) -> None:
+    """Sans-I/O, against the counter limiter itself with its clock ``offset`` ahead of ours
+    (10 per 4 s): a burst at our 1.5, then one request a period after its answers. From the
+    Remaining values the gate narrows the offsets a counter can have: never past the true
+    one, and the ledger it recomputes with them never frees more than the counter admits."""
+    period = 4.0
+    server = make_limiter("counter", 10, period)
+    state = GateState(10, period)
+
+    def answer(ticket: Ticket, sent: float) -> None:
+        served = U + sent + RTT / 2 + offset  # the server's clock when it counts and answers
+        assert server.try_acquire(served)
+        reading = HeaderReading(
+            limit=10,
+            remaining=server.remaining(served),
+            reset_unix=math.ceil(server.reset(served)),
+            date_unix=float(math.floor(served)),
+        )
+        state.complete(ticket, sent + RTT, unix_now=U + sent + RTT, headers=reading, status=200)
+
+    for ticket in [state.admit(1.5) for _ in range(10)]:
+        answer(ticket, 1.5)
+    later = 1.5 + RTT + period + 1e-5
+    assert state.capacity(later) == 1
+    answer(state.admit(later), later)
+    assert state.counter_possible
+    lo, hi = state._counter_offsets()
+    assert lo <= offset <= hi
+    if offset >= 1 / 8:
+        # The counter weighs the burst less than it would with the least offsets (whose
+        # window ends later): its Remaining rules them out, beyond what Date headers say.
+        assert lo > state._skew_lo + 1 / 16
+    else:
+        assert lo == state._skew_lo  # (a low Remaining agrees with every offset)
+    t = later + RTT
+    while t < 1.5 + 3 * period:
+        state.capacity(t)
+        assert state.limit - state.in_flight - state._held(t) <= server.remaining(U + t + offset)
+        t += 1 / 32
+
+
+def test_a_probe_relies_on_its_reset_only_while_nothing_went_after_that_answer() -> None:
+    """A server rounds Reset up to the second: the slot it frees may free before it, and a
+    request admitted meanwhile (by the ledger, or the server's word) may take it. The probe
+    at that Reset is then void; the answer of the request that went brings a fresh one."""
+
+    def burst() -> GateState:
+        state = GateState(4, 4.0)
+        for left, ticket in zip(range(3, -1, -1), [state.admit(1.25) for _ in range(4)]):
+            answer = HeaderReading(limit=4, remaining=left, reset_unix=U + 3.0, date_unix=U + 1)
+            state.complete(ticket, 1.25 + RTT, unix_now=U + 1.25 + RTT, headers=answer, status=200)
+        return state
+
+    quiet = burst()
+    assert quiet.capacity(4.5) == 1  # the probe, before any slot of the ledger frees
+    busy = burst()
+    busy.admit(2.0)  # (as if a slot had freed early)
+    assert busy.capacity(4.5) == 0
+    assert busy.next_time(4.5) is None or busy.next_time(4.5) > 5.0
