@@ -55,6 +55,15 @@ larger of the two *totals* (not each request's larger weight, which at a steady 
 hold a period's worth more than either). The gate admits while the ledger or the server's
 word (property 1) has room, and the larger of two true lower bounds is a true lower bound.
 
+The offsets a counter can have: ``Date`` bounds the clock offset to about a second, and a
+counter's windows shift with it. Each counted answer tests the counter in slices of the
+offsets still allowed (eight, and what is left again, three rounds at most): a Remaining
+above what a counter with an offset in a slice could report (the proof above, with the
+offsets of the slice) rules that slice out. The offsets left only ever narrow, and they
+contain the true one if the server is a counter; the counter's weights are recomputed with
+them (narrower offsets only end a weight sooner). None left is the proof that the server
+is no counter. A 429 or a stepped clock widens them again to what ``Date`` allows.
+
 Three refinements make it use the whole budget and stay safe with company:
 
 * **The server's count is an authority** (property 1): this is how a fixed window's early
@@ -65,7 +74,10 @@ Three refinements make it use the whole budget and stay safe with company:
   ``prev <= N`` weighs less than ``N`` once ``f > 0``), and never later than one period after
   that answer's request was counted. When nothing else allows a request, one *probe* goes at
   Reset (or at our ``answer + P`` if that is earlier: no clock offset or rounding of Reset
-  to the second can push it later); its answer carries a fresh ``Remaining``. Under a
+  to the second can push it later); its answer carries a fresh ``Remaining``. Only while
+  nothing of ours went after that answer: a server rounds Reset up to the second, so the
+  slot may free before it, and a request admitted meanwhile (by a slot of the ledger that
+  freed, or the server's word) may have taken it. Under a
   counter our requests still in flight may be counted in the new window, so the probe
   waits ``P / N`` more for each. The probe is counted like any request. A 429 on a probe
   switches probing off for good.
@@ -129,8 +141,10 @@ _NS: Final = 1_000_000_000
 # Each tail entry is held this many ns longer than its arithmetic says: a server computes its
 # window phase in floating point (a Unix time near 2e9 s resolves only ~0.24 µs).
 _TAIL_SLACK: Final = 10_000
-# A counter's offset interval is tested in this many slices per answer (_narrow_counter).
+# A counter's clock offsets are tested in this many slices per answer, and what is left
+# again, up to this many rounds (_weigh_as_counter): 8**3 = 512 times finer at most.
 _OFFSET_SLICES: Final = 8
+_OFFSET_ROUNDS: Final = 3
 
 
 @attrs.define(slots=True)
@@ -151,9 +165,8 @@ class Ticket:
 class _CounterAnswer:
     """What places one answered request in a sliding-window counter's windows again when the
     clock offset a counter can have narrows: its send and answer (loop and Unix time), the
-    answer's ``Date`` and ``Reset``, how many answers were recorded before it was sent, its
-    index in answer order once it counts as evidence (a success with rate headers; else -1),
-    and when its weight ends (ns)."""
+    answer's ``Date`` and ``Reset``, how many answers were recorded before it was sent, and
+    when its weight ends (ns)."""
 
     sent_at: float
     at: float
@@ -161,7 +174,6 @@ class _CounterAnswer:
     date: float | None
     reset: float | None
     before: int
-    index: int
     end: int
 
 
@@ -314,11 +326,6 @@ def _ns_time(ns: int) -> float:
     return at
 
 
-def _answered_before(indices: list[int] | None, before: int) -> int:
-    """How many of ``indices`` (ascending answer indices) are below ``before``."""
-    return bisect.bisect_left(indices, before) if indices else 0
-
-
 class GateState:
     """Decides when the next request of one business may go.
 
@@ -331,13 +338,14 @@ class GateState:
     __slots__ = (
         "__weakref__",
         "_answers",
-        "_counted",
         "_counter_answers",
         "_counter_full",
         "_counter_hi",
         "_counter_lo",
         "_counter_possible",
         "_counter_weighed",
+        "_evidence",
+        "_evidence_counts",
         "_foreign",
         "_foreign_alert_until",
         "_foreign_held",
@@ -416,10 +424,12 @@ class GateState:
         self._answers = 0  # answers recorded so far
         # Until an answer's Remaining proves that the server is no sliding-window counter
         # (see _weigh_as_counter), answered requests keep a counter's fading tail. Evidence:
-        # for each aligned window (on the server's clock), the indices (in answer order) of
-        # our answered requests whose earliest possible count instant falls in it.
+        # our successful answers with rate headers as (index in answer order, Unix time of
+        # the send), the last few periods of them; and, per (answers before, offset tested),
+        # how many of them each aligned window counts at the least (they never change).
         self._counter_possible = True
-        self._counted: dict[int, list[int]] = {}
+        self._evidence: deque[tuple[int, float]] = deque()
+        self._evidence_counts: dict[tuple[int, float], dict[int, int]] = {}
         # The clock offsets (server minus ours) a counter can have, given the Remaining it
         # reported (_weigh_as_counter): within the Date headers' interval, often much
         # narrower. ``_counter_weighed``: the bounds the ledger's counter weights were last
@@ -877,7 +887,7 @@ class GateState:
         reset = headers.reset_unix if headers is not None else None
         end = self._fades_at(ticket.sent_at, now, unix_now, date, reset)
         record = _CounterAnswer(
-            ticket.sent_at, now, unix_now, date, reset, ticket.answers_before, -1, end
+            ticket.sent_at, now, unix_now, date, reset, ticket.answers_before, end
         )
         answers = self._counter_answers
         now_ns = math.floor(now * _NS)
@@ -1089,37 +1099,40 @@ class GateState:
             # The Date headers left no offset a counter's Remaining allowed.
             self._rule_out_counter(now)
             return
-        counted = self._counted
+        evidence = self._evidence
         limit, remaining = h.limit, h.remaining
-        if counted and limit is not None and remaining:
-            step = (hi - lo) / _OFFSET_SLICES
-            low = 0
-            while low < _OFFSET_SLICES and self._refutes_counter(
-                record, unix_now, h, lo + low * step, lo + (low + 1) * step
-            ):
-                low += 1
-            if low == _OFFSET_SLICES:
-                self._rule_out_counter(now)
-                return
-            high = 0
-            while self._refutes_counter(
-                record, unix_now, h, hi - (high + 1) * step, hi - high * step
-            ):
-                high += 1  # (slice ``low`` stands: this stops there at the latest)
-            if low or high:
-                if low:
-                    self._counter_lo = lo = lo + low * step
-                if high:
-                    self._counter_hi = hi - high * step
+        if evidence and limit is not None and remaining:
+            narrowed = False
+            for _ in range(_OFFSET_ROUNDS):
+                step = (hi - lo) / _OFFSET_SLICES
+                low = 0
+                while low < _OFFSET_SLICES and self._refutes_counter(
+                    record, unix_now, h, lo + low * step, lo + (low + 1) * step
+                ):
+                    low += 1
+                if low == _OFFSET_SLICES:
+                    self._rule_out_counter(now)
+                    return
+                high = 0
+                while self._refutes_counter(
+                    record, unix_now, h, hi - (high + 1) * step, hi - high * step
+                ):
+                    high += 1  # (slice ``low`` stands: this stops there at the latest)
+                if not (low or high):
+                    break
+                # What is left is tested again in finer slices: one slice may hold both
+                # offsets the answer rules out and offsets it allows.
+                lo, hi = lo + low * step, hi - high * step
+                narrowed = True
+            if narrowed:
+                self._counter_lo, self._counter_hi = lo, hi
                 self._reweigh(now)
-        window = math.floor((record.unix_at - (record.at - record.sent_at) + lo) / self.period)
-        indices = counted.get(window)
-        if indices is None:
-            for old in [w for w in counted if w < window - 3]:
-                del counted[old]
-            counted[window] = indices = []
-        record.index = self._answers - 1  # this answer's index (recorded just now)
-        indices.append(record.index)
+        sent = record.unix_at - (record.at - record.sent_at)
+        # Older than the windows any later test reads (its previous window at the earliest):
+        # dropping evidence only weakens a test.
+        while evidence and evidence[0][1] < sent - 3 * self.period - (hi - lo):
+            evidence.popleft()
+        evidence.append((self._answers - 1, sent))  # (this answer's index: recorded just now)
 
     def _refutes_counter(
         self, record: _CounterAnswer, unix_now: float, h: HeaderReading, lo: float, hi: float
@@ -1128,7 +1141,6 @@ class GateState:
         ``[lo, hi]`` could have reported (see _weigh_as_counter); the caller checked that the
         answer has Limit and Remaining and that some answer is placed."""
         period = self.period
-        counted = self._counted
         trip = record.at - record.sent_at
         # The earliest server time this request can have been counted at.
         earliest = unix_now - trip + lo
@@ -1142,20 +1154,40 @@ class GateState:
         first = math.floor(earliest / period)
         if last - first > 3:
             return False  # a period shorter than the clock's uncertainty: no test
-        before = record.before
+        counts = self._window_counts(record.before, lo)
         # Float slack: a server's own phase may read a few ulps less than ours.
         phase = scaled - last + 4 * math.ulp(scaled)
-        prev = _answered_before(counted.get(last - 1), before)
-        least = _answered_before(counted.get(last), before) + math.floor(prev * (1.0 - phase))
+        prev = counts.get(last - 1, 0)
+        least = counts.get(last, 0) + math.floor(prev * (1.0 - phase))
         for window in range(first, last):
-            cur = _answered_before(counted.get(window), before)
+            cur = counts.get(window, 0)
             if cur < least:
                 least = cur
         return h.remaining is not None and h.limit is not None and h.remaining > h.limit - least
 
+    def _window_counts(self, before: int, offset: float) -> dict[int, int]:
+        """How many of our first ``before`` answered requests (the evidence) each aligned
+        window counts at the least, were the clock offset ``offset`` or more: each in the
+        window of its send. (Answers of one burst share ``before``: counted once.)"""
+        key = (before, offset)
+        counts = self._evidence_counts.get(key)
+        if counts is None:
+            counts = {}
+            period = self.period
+            for index, sent in self._evidence:
+                if index >= before:
+                    break  # (in answer order: the rest came later)
+                window = math.floor((sent + offset) / period)
+                counts[window] = counts.get(window, 0) + 1
+            if len(self._evidence_counts) >= 4:
+                del self._evidence_counts[next(iter(self._evidence_counts))]
+            self._evidence_counts[key] = counts
+        return counts
+
     def _rule_out_counter(self, now: float) -> None:
         self._counter_possible = False
-        self._counted = {}
+        self._evidence.clear()
+        self._evidence_counts.clear()
         self._counter_answers.clear()
         self._counter_full = []
         self._tail.clear()
@@ -1175,12 +1207,10 @@ class GateState:
         if abs(lo - weighed_lo) < quarter and abs(weighed_hi - hi) < quarter:
             return
         self._counter_weighed = (lo, hi)
-        period = self.period
         period_ns = self.period_ns
         now_ns = math.floor(now * _NS)
         full: list[int] = []
         tail: list[int] = []
-        counted: dict[int, list[int]] = {}
         kept: deque[_CounterAnswer] = deque()
         for record in self._counter_answers:
             end = self._fades_at(
@@ -1194,16 +1224,12 @@ class GateState:
                 full.append(end)
             else:
                 tail.append(end)
-            if record.index >= 0:
-                window = math.floor((record.unix_at - (record.at - record.sent_at) + lo) / period)
-                counted.setdefault(window, []).append(record.index)
         heapq.heapify(full)
         heapq.heapify(tail)
         self._counter_answers = kept
         self._counter_full = full
         self._tail = tail
         self._tail_sum = sum(tail)
-        self._counted = counted
         self._next_expiry = now  # look again at what expires
 
     def _learn_skew(self, low: float, high: float) -> None:
@@ -1217,9 +1243,9 @@ class GateState:
             # Inconsistent with what we knew: a clock was stepped. Start over.
             lo, hi = low, high
             self._shots_left = _MAX_SHOTS
-            self._counted = {}  # placed by the old clock: no longer a lower bound
-            for record in self._counter_answers:
-                record.index = -1
+            # Placed by the old clock: no longer a lower bound.
+            self._evidence.clear()
+            self._evidence_counts.clear()
             self._forget_counter_offsets()
         else:
             if low > lo:
