@@ -646,3 +646,27 @@ async def test_locked_mid_sync_rolls_back_the_batch_and_resumes(tmp_path: Path) 
     ids, final = snapshot(path)
     assert set(ids) == want and len(ids) == len(want)
     assert final is not None and final["delivered"] == len(want)
+
+
+def test_the_schema_is_the_same_when_the_models_were_resolved_first() -> None:
+    """The converter resolves ``Call``'s string annotations to classes on first use; the
+    store's schema must not depend on whether that happened before it was imported."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import attrs
+        from callscaler_async.models import Call
+        if sys.argv[1] == "resolved":
+            attrs.resolve_types(Call)
+        from callscaler_async.sync import _sqlite
+        print([_sqlite._column(f) for f in attrs.fields(Call)], [i for i, _ in _sqlite._CONVERT])
+        """
+    )
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", script, order], capture_output=True, text=True, check=True
+        ).stdout
+        for order in ("strings", "resolved")
+    ]
+    assert outputs[0] == outputs[1]
+    assert "'cost_cents', 'INTEGER'" in outputs[0]

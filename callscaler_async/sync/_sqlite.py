@@ -27,6 +27,7 @@ import os
 import sqlite3
 import sys
 import threading
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter
 from pathlib import Path
@@ -93,8 +94,13 @@ _SQL_TYPES: Final = {
 
 
 def _base_type(field: attrs.Attribute[Any]) -> str:
-    # ``Call``'s annotations are strings (``from __future__ import annotations``).
-    return str(field.type).removesuffix(" | None")
+    # ``Call``'s annotations are strings (``from __future__ import annotations``) until the
+    # converter resolves them to classes, which may happen before this module is imported.
+    kind: Any = field.type
+    if isinstance(kind, str):
+        return kind.removesuffix(" | None")
+    kinds = [k for k in typing.get_args(kind) if k is not type(None)] or [kind]
+    return str(getattr(kinds[0], "__name__", kinds[0]))
 
 
 def _column(field: attrs.Attribute[Any]) -> tuple[str, str]:
