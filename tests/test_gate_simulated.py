@@ -20,6 +20,7 @@ from callscaler_async.ratelimit import BusinessRateGate, RateLimit
 from callscaler_async.ratelimit._state import (
     GateState,
     HeaderReading,
+    Ticket,
     parse_rate_headers,
     staircase_releases,
 )
@@ -899,7 +900,8 @@ def test_a_probe_relies_on_its_reset_only_while_nothing_went_after_that_answer()
 
     def burst() -> GateState:
         state = GateState(4, 4.0)
-        for left, ticket in zip(range(3, -1, -1), [state.admit(1.25) for _ in range(4)]):
+        tickets = [state.admit(1.25) for _ in range(4)]
+        for left, ticket in zip(range(3, -1, -1), tickets, strict=True):
             answer = HeaderReading(limit=4, remaining=left, reset_unix=U + 3.0, date_unix=U + 1)
             state.complete(ticket, 1.25 + RTT, unix_now=U + 1.25 + RTT, headers=answer, status=200)
         return state
