@@ -780,7 +780,8 @@ async def test_the_other_algorithms_are_told_from_a_counter(algorithm: str, phas
     """Within two periods of the first burst an answer proves each of them no counter, so
     the ledger frees their slots a period after each answer. (Bursts just before a window's
     end look alike under a sliding log and a counter: there the counter weighs them a few
-    percent a period later, and the proof may never come; it costs as little.)"""
+    percent a period later, and the proof may never come; it costs as little, and a log's or
+    a bucket's bursts then go by what the server said at the end of the last one.)"""
     anchor = anchor_at(phase)
     server = SimServer(algorithm, 60, 3.0, latency=0.01, jitter=0.005, anchor=anchor)
     gate = make_gate_at(anchor)
@@ -789,7 +790,7 @@ async def test_the_other_algorithms_are_told_from_a_counter(algorithm: str, phas
     workers = asyncio.create_task(run_workers(server, gate, 50, 600))
     while gate.state.counter_possible and not workers.done():
         await asyncio.sleep(0.01)
-    if phase < 0.9 or algorithm != "sliding":
+    if phase < 0.9:
         assert not gate.state.counter_possible
         assert loop.time() - start <= 2 * 3.0
     await workers
@@ -912,3 +913,39 @@ def test_a_probe_relies_on_its_reset_only_while_nothing_went_after_that_answer()
     busy.admit(2.0)  # (as if a slot had freed early)
     assert busy.capacity(4.5) == 0
     assert busy.next_time(4.5) is None or busy.next_time(4.5) > 5.0
+
+
+def _run_of_five(statuses: list[int | None]) -> tuple[GateState, float]:
+    """A gate of 10 per 2 s whose ledger still holds a burst answered without rate headers
+    (a counter may weigh it for two periods), and five requests sent at once after the
+    server (a log) freed it, answered with Remaining 9 down to 5: the last-sent first."""
+    state = GateState(10, 2.0)
+    for ticket in [state.admit(0.0) for _ in range(10)]:
+        state.complete(ticket, RTT, unix_now=U + RTT, status=200)
+    now = 2.0 + RTT + 1 / 1024
+    assert state.capacity(now) == 1  # the ledger: a counter may still weigh nine of ten
+    run = [state.admit(now) for _ in range(5)]  # (as the server's word allowed)
+    now += RTT
+    for left, ticket, status in zip(range(5, 10), reversed(run), statuses, strict=True):
+        answer = HeaderReading(limit=10, remaining=left, reset_unix=None, date_unix=None)
+        state.complete(ticket, now, unix_now=U + now, headers=answer, status=status)
+        now += 1 / 256
+    return state, now
+
+
+def test_a_run_all_answered_goes_by_its_least_remaining() -> None:
+    """The last-sent request's answer came first, with four others on their way: its own
+    word grants 5 - 4 = 1, and the later answers of earlier-sent requests are not the
+    server's latest word. Once all five are answered, the one the server counted last said
+    what it still admits after all of them, and the least Remaining (5) is no more."""
+    state, now = _run_of_five([200] * 5)
+    assert state.in_flight == 0
+    assert state.capacity(now) == 5
+
+
+@pytest.mark.parametrize("failed", [None, 429])
+def test_a_run_with_a_failure_has_no_least_remaining(failed: int | None) -> None:
+    """A request that got no answer may be counted at any time, and a 429 says the picture
+    is wrong: the run's least Remaining is then not the server's word."""
+    state, now = _run_of_five([200] * 4 + [failed])
+    assert state.capacity(now) <= 1

@@ -365,6 +365,8 @@ class GateState:
         "_probe_ticket",
         "_recent",
         "_reset_beyond_refill",
+        "_run_min",
+        "_run_ok",
         "_seq",
         "_shot_at",
         "_shot_ticket",
@@ -461,6 +463,10 @@ class GateState:
         self._obs_remaining: int | None = None
         self._obs_time = -math.inf
         self._obs_uncounted = 0
+        # The least Remaining answered to our requests sent since nothing of ours was last in
+        # flight (a *run*), and whether every one of them answered with one (see complete).
+        self._run_min: int | None = None
+        self._run_ok = True
         # Probe at Reset.
         self._probe_at: float | None = None
         self._probe_from = -1  # admissions before the answer whose Reset it relies on
@@ -752,6 +758,9 @@ class GateState:
         if now >= self._next_expiry:
             self._expire(now)
         self._seq = seq = self._seq + 1
+        if not self._in_flight:
+            self._run_min = None  # a new run starts
+            self._run_ok = True
         self._in_flight += 1
         self._in_flight_seqs.append(seq)
         self._obs_uncounted += 1
@@ -866,6 +875,8 @@ class GateState:
             # Only a success is surely counted (a 429 is refused uncounted; an error may be).
             if answered and self._counter_possible and status is not None and 200 <= status < 300:
                 self._weigh_as_counter(record, now, unix_now, headers)
+        if answered:
+            self._end_run(now, headers, status)
         if self._reset_beyond_refill or self._shots_wanted:  # else it stays False
             self._update_shots_wanted()
         if status == 429:
@@ -878,6 +889,31 @@ class GateState:
             if self._shot_at is None:
                 self._release_hold()
         return None
+
+    def _end_run(self, now: float, headers: HeaderReading | None, status: int | None) -> None:
+        """Take the least Remaining of a run as the server's word once it is all answered.
+
+        Of our requests sent since nothing of ours was in flight, the one the server counted
+        last was counted after all the others; its Remaining was written after that, so it
+        is what the server would still admit once all of them were counted, and it only grows
+        with time (property 1). Whichever it was, the least Remaining of the run is no more.
+        Each answer's own word must allow for the others of a burst still on their way; this
+        bound needs none, but every request of the run must have answered with a Remaining
+        (one that failed may be counted at any time) and none with a 429.
+        """
+        remaining = headers.remaining if headers is not None else None
+        if remaining is None or status is None or status == 429:
+            self._run_ok = False
+        elif self._run_min is None or remaining < self._run_min:
+            self._run_min = remaining
+        run_min = self._run_min
+        if self._in_flight or not self._run_ok or run_min is None:
+            return
+        observed = self._obs_remaining
+        if observed is None or run_min > observed - self._obs_uncounted:
+            self._obs_remaining = run_min
+            self._obs_uncounted = 0
+            self._obs_time = now
 
     def _weigh_answer(
         self, ticket: Ticket, now: float, unix_now: float, headers: HeaderReading | None
