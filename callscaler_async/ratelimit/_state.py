@@ -68,6 +68,10 @@ Three refinements make it use the whole budget and stay safe with company:
 
 * **The server's count is an authority** (property 1): this is how a fixed window's early
   reset, a sliding log's release, a bucket's refill are used without knowing which it is.
+  An answer's word must allow for our requests still on their way, which after a burst is
+  all of them; but once a *run* (requests sent since nothing of ours was in flight) is all
+  answered, the one the server counted last answered after all the others were counted,
+  so the run's least Remaining may go at once (_end_run).
 * **Reset frees at least one slot.** Whatever the algorithm, by ``X-RateLimit-Reset`` at
   least one request more is admitted if nothing else was counted since (the window ended,
   the oldest request left the log, the bucket refilled, the counter's new window has room:
