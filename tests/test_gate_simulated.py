@@ -530,6 +530,33 @@ async def test_fixed_window_bursts_go_at_the_boundary_once_a_shot_pinned_the_clo
 
 
 @pytest.mark.looptime
+@pytest.mark.parametrize("shots", [True, False])
+async def test_a_shot_is_held_from_the_servers_word_when_the_ledger_has_nothing(
+    shots: bool,
+) -> None:
+    # 0.7 s into a second and 0.3 s before the window ends: no second boundary fits in the
+    # first window. The second window's burst goes on the server's word alone (the ledger
+    # still holds the first burst), so that is the budget a shot is held from.
+    anchor = anchor_at(0.9)
+    server = SimServer("fixed", 60, 3.0, latency=0.005, anchor=anchor)
+    gate = make_gate_at(anchor)
+    if not shots:
+        gate.state._shots_left = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await run_workers(server, gate, 50, 600)
+    elapsed = loop.time() - start
+    assert server.rejected == 0
+    assert server.served == 600
+    minimum = 0.3 + 8 * 3.0  # the 10th window opens then
+    if shots:
+        assert gate.state.shots >= 1
+        assert elapsed < minimum + 0.1, elapsed
+    else:
+        assert elapsed > minimum + 0.6, elapsed
+
+
+@pytest.mark.looptime
 @pytest.mark.parametrize("algorithm", ["sliding", "bucket"])
 async def test_no_shots_against_sliding_and_bucket_servers(algorithm: str) -> None:
     server = SimServer(algorithm, 60, 3.0, latency=0.005, anchor=LATE_ANCHOR)

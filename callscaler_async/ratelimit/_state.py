@@ -568,21 +568,23 @@ class GateState:
                 sliding = header
         # (No shot is planned while a foreign share is held: _withhold would only return.)
         if self._hold or (
-            self._shots_wanted and ledger >= 2 and not self._foreign and self._shot_ticket is None
+            self._shots_wanted and sliding >= 2 and not self._foreign and self._shot_ticket is None
         ):
-            sliding = self._withhold(now, sliding, ledger)
+            sliding = self._withhold(now, sliding)
         if sliding > 0:
             return sliding
         return 1 if self._probe_due(now) else 0
 
-    def _withhold(self, now: float, capacity: int, ledger: int) -> int:
+    def _withhold(self, now: float, capacity: int) -> int:
         """``capacity`` less the request held back for a calibration shot (planned here).
 
-        Only budget the sliding ledger itself grants is held (it never shrinks as time
-        passes); the header authority can weaken with the next answer.
+        Budget in hand, the ledger's or the server's word, only grows as time passes. The
+        word dips while ours are on their way (it allows for every one of them) and comes
+        back once they are answered (the run's least Remaining), so only a shortfall with
+        nothing of ours in flight gives the held request up.
         """
         if not self._hold:
-            if capacity < 2 or ledger < 2 or self._foreign or now < self._foreign_alert_until:
+            if capacity < 2 or self._foreign or now < self._foreign_alert_until:
                 return capacity
             at = self._plan_shot(now)
             if at is None:
@@ -592,8 +594,9 @@ class GateState:
             return capacity - 1
         if self._shot_ticket is not None:
             return capacity - self._hold
-        if capacity < self._hold or self._foreign:
-            # Someone else spends this budget: a held request could find it gone. Send it.
+        if self._foreign or (capacity < self._hold and not self._in_flight):
+            # Someone else spends this budget (a held request could find it gone), or the
+            # budget in hand is really short of it: send it as an ordinary request.
             self._release_hold()
             return capacity
         at = self._shot_at
