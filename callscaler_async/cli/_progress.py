@@ -218,7 +218,7 @@ def summary_lines(summary: SyncSummary) -> list[str]:
         f"  calls      {summary.items:,}"
         + ("  (resumed from a checkpoint)" if summary.resumed else ""),
         f"  range      {summary.since:%Y-%m-%d %H:%M:%S} .. {summary.until:%Y-%m-%d %H:%M:%S} UTC",
-        f"  requests   {summary.requests:,} ({summary.pages:,} pages)",
+        f"  requests   {summary.requests:,} ({summary.pages:,} of them list pages)",
         f"  429s       {summary.rate_limited}",
         f"  elapsed    {format_duration(summary.elapsed)}, {over}",
     ]
