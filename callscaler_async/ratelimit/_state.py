@@ -553,8 +553,7 @@ class GateState:
         if now < self.paused_until:
             return 0
         held = self._held(now) if self._counter_full or self._tail else len(self._recent)
-        ledger = self.limit - self._in_flight - self._foreign - held
-        sliding = ledger
+        sliding = self.limit - self._in_flight - self._foreign - held
         observed = self._obs_remaining
         if observed is not None:
             if now - self._obs_time > self.period / 2:
@@ -566,7 +565,8 @@ class GateState:
             header = observed - self._obs_uncounted
             if header > sliding:
                 sliding = header
-        # (No shot is planned while a foreign share is held: _withhold would only return.)
+        # A shot is planned only with two requests in hand and no foreign share held (another
+        # consumer could take the held request's place).
         if self._hold or (
             self._shots_wanted and sliding >= 2 and not self._foreign and self._shot_ticket is None
         ):
@@ -584,7 +584,8 @@ class GateState:
         nothing of ours in flight gives the held request up.
         """
         if not self._hold:
-            if capacity < 2 or self._foreign or now < self._foreign_alert_until:
+            # (capacity() checked the two in hand and the foreign share.)
+            if now < self._foreign_alert_until:
                 return capacity
             at = self._plan_shot(now)
             if at is None:
