@@ -775,6 +775,50 @@ def test_a_remaining_a_counter_could_report_keeps_the_fading_tail(remaining: int
     assert state._tail_weight(now) > 0
 
 
+def _shared_burst_then_probe(
+    state: GateState, probe_remaining: int, *, others_answered_late: bool = False
+) -> None:
+    """The burst of ``_burst_then_probe`` split between two processes sharing a ledger:
+    three requests are ours, seven another process's, reported to us as shared evidence
+    (sent no earlier than the server's U + 1.5, answered by U + 1.5 + RTT). Then our one
+    request a period later, answered with ``probe_remaining``. ``others_answered_late``:
+    their answers are bounded only by an instant after our last request went."""
+    now = 1.5
+    mine = [state.admit(now) for _ in range(3)]
+    now += RTT
+    for left, ticket in zip((9, 8, 7), mine, strict=True):
+        answer = HeaderReading(limit=10, remaining=left, reset_unix=U + 4.0, date_unix=U + 1)
+        state.complete(ticket, now, unix_now=U + now, headers=answer, status=200)
+    at = now + 4.0 + 1e-5
+    answered = U + (at + RTT / 2 if others_answered_late else 1.5 + RTT)
+    state.add_shared_evidence([(U + 1.5, answered)] * 7)
+    ticket = state.admit(at)
+    now = at + RTT
+    answer = HeaderReading(limit=10, remaining=probe_remaining, reset_unix=None, date_unix=U + 5)
+    state.complete(ticket, now, unix_now=U + now, headers=answer, status=200)
+
+
+def test_the_requests_of_processes_sharing_a_ledger_prove_the_server_no_counter() -> None:
+    """Sans-I/O: at the probe a counter still weighs a burst of ten ``floor(10 * 0.498) = 4``
+    and could report 6 at most; from our three alone it weighs 1 and could report 9. A
+    sliding log reports 9: the other process's seven make the proof."""
+    shared = GateState(10, 4.0)
+    _shared_burst_then_probe(shared, 9)
+    assert shared.counter_possible is False
+    # Answered (for all we know) after our request went: the server may have counted them
+    # after it wrote our Remaining, so they prove nothing, and our three alone cannot.
+    late = GateState(10, 4.0)
+    _shared_burst_then_probe(late, 9, others_answered_late=True)
+    assert late.counter_possible is True
+
+
+@pytest.mark.parametrize("remaining", [3, 6])
+def test_shared_evidence_keeps_a_counter_that_could_have_answered(remaining: int) -> None:
+    state = GateState(10, 4.0)
+    _shared_burst_then_probe(state, remaining)
+    assert state.counter_possible
+
+
 def test_a_counter_proof_needs_the_servers_limit() -> None:
     """Without ``X-RateLimit-Limit`` the server's limit may be larger than ours: a high
     Remaining then proves nothing."""

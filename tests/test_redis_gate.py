@@ -655,3 +655,58 @@ async def test_four_processes_against_fake_api_earn_no_429(
     assert stats.rate_limited == 0, stats.by_status
     assert stats.requests >= 2 * LIMIT, stats.requests
     print(f"e2e: {stats.requests} requests, 429s={stats.rate_limited}, {stats.by_status}")
+
+
+@pytest.mark.parametrize("algorithm", ["sliding", "counter"])
+async def test_processes_prove_together_that_the_server_is_no_counter(
+    redis_server: RedisServer, algorithm: str
+) -> None:
+    """Four limiters (four processes' identities) share 12 requests per 2 s, each sending a
+    quarter of every burst. Until the server is known to be no sliding-window counter, the
+    ledger frees a window's answers at a counter's pace; a quarter of a burst never proves
+    it, the whole burst does (each process reads the others' answers from the ledger). Once
+    one process proved it, every process's slots free a period after their answers, until a
+    429. A real counter is never ruled out, and nothing earns a 429."""
+    testing = pytest.importorskip("callscaler_async.testing")
+    import callscaler_async as cs
+
+    limit, period = 12, 2.0
+    rate = RateLimit(limit, period)
+    loop = asyncio.get_running_loop()
+    async with testing.FakeCallScaler(rate_limit=limit, period=period, algorithm=algorithm) as fake:
+        gates = [
+            RedisRateLimiter(redis_server.url, business=f"proof-{algorithm}", rate_limit=rate)
+            for _ in range(4)
+        ]
+        clients = [
+            cs.CallScaler(fake.api_key, base_url=fake.base_url, rate_limiter=gate)
+            for gate in gates
+        ]
+        # The first burst a quarter into the server's window: a counter then still weighs
+        # three quarters of it a period later, where a log has forgotten it.
+        phase = fake.now() / period % 1.0
+        await asyncio.sleep((0.25 - phase) % 1.0 * period)
+        end = loop.time() + 3 * period
+
+        async def worker(i: int) -> None:
+            while loop.time() < end:
+                await clients[i % 4].account.balance()
+
+        await asyncio.gather(*(worker(i) for i in range(limit)))
+        ruled_out = [gate.counter_ruled_out for gate in gates]
+        if algorithm != "counter":
+            # A 429 says the ledger's picture is wrong: every process holds a counter's
+            # weights again.
+            ticket = await gates[0].acquire()
+            gates[0].complete(ticket, status=429, headers={}, retry_after=0.05)
+            await asyncio.sleep(0.2)  # (the pause reaches the ledger)
+            ticket = await gates[1].acquire()
+            gates[1].abandon(ticket)
+            assert not gates[1].counter_ruled_out
+        for client in clients:
+            await client.aclose()
+        for gate in gates:
+            await gate.aclose()
+        stats = fake.stats
+    assert stats.rate_limited == 0, stats.by_status
+    assert ruled_out == [algorithm != "counter"] * 4

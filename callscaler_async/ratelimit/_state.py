@@ -372,6 +372,7 @@ class GateState:
         "_run_min",
         "_run_ok",
         "_seq",
+        "_shared_evidence",
         "_shot_at",
         "_shot_ticket",
         "_shots_left",
@@ -436,6 +437,9 @@ class GateState:
         self._counter_possible = True
         self._evidence: deque[tuple[int, float]] = deque()
         self._evidence_counts: dict[tuple[int, float], dict[int, int]] = {}
+        # The same for other processes that share a ledger with us (see add_shared_evidence):
+        # (Unix time by which it was answered, Unix time before which it was not sent).
+        self._shared_evidence: deque[tuple[float, float]] = deque()
         # The clock offsets (server minus ours) a counter can have, given the Remaining it
         # reported (_weigh_as_counter): within the Date headers' interval, often much
         # narrower. ``_counter_weighed``: the bounds the ledger's counter weights were last
@@ -1124,8 +1128,9 @@ class GateState:
         its clock), it wrote Remaining at an instant ``t`` between our send and our receipt
         (and at most a round trip after its Date second) as
         ``limit - cur - floor(prev * (1 - f))`` at most: ``cur`` and ``prev`` count at
-        least our requests answered before this one was sent, each in the window of its
-        earliest possible count instant (counted later, or with others' requests, they
+        least our requests answered before this one was sent (and those of the processes
+        sharing our ledger: add_shared_evidence), each in the window of its earliest
+        possible count instant (counted later, or with others' requests, they
         weigh more). Within a window that bound is least at the latest ``t``: at our
         receipt, or just before the window ends, where the previous window weighs nothing.
         A Remaining above the least of them proves that no counter at that limit answered
@@ -1144,8 +1149,9 @@ class GateState:
             self._rule_out_counter(now)
             return
         evidence = self._evidence
+        shared = self._shared_evidence
         limit, remaining = h.limit, h.remaining
-        if evidence and limit is not None and remaining:
+        if (evidence or shared) and limit is not None and remaining:
             narrowed = False
             for _ in range(_OFFSET_ROUNDS):
                 step = (hi - lo) / _OFFSET_SLICES
@@ -1174,8 +1180,11 @@ class GateState:
         sent = record.unix_at - (record.at - record.sent_at)
         # Older than the windows any later test reads (its previous window at the earliest):
         # dropping evidence only weakens a test.
-        while evidence and evidence[0][1] < sent - 3 * self.period - (hi - lo):
+        oldest = sent - 3 * self.period - (hi - lo)
+        while evidence and evidence[0][1] < oldest:
             evidence.popleft()
+        while shared and shared[0][1] < oldest:
+            shared.popleft()
         evidence.append((self._answers - 1, sent))  # (this answer's index: recorded just now)
 
     def _refutes_counter(
@@ -1199,6 +1208,8 @@ class GateState:
         if last - first > 3:
             return False  # a period shorter than the clock's uncertainty: no test
         counts = self._window_counts(record.before, lo)
+        if self._shared_evidence:
+            counts = self._with_shared_counts(counts, earliest - lo, lo)
         # Float slack: a server's own phase may read a few ulps less than ours.
         phase = scaled - last + 4 * math.ulp(scaled)
         prev = counts.get(last - 1, 0)
@@ -1228,9 +1239,42 @@ class GateState:
             self._evidence_counts[key] = counts
         return counts
 
+    def _with_shared_counts(
+        self, counts: dict[int, int], sent: float, offset: float
+    ) -> dict[int, int]:
+        """``counts`` plus the requests of the processes sharing our ledger that were
+        answered before ``sent`` (our request's send, Unix time), each in the window of the
+        earliest instant it can have been sent, were the clock offset ``offset`` or more."""
+        period = self.period
+        merged = dict(counts)
+        for answered, earliest in self._shared_evidence:
+            if answered < sent:
+                window = math.floor((earliest + offset) / period)
+                merged[window] = merged.get(window, 0) + 1
+        return merged
+
+    def add_shared_evidence(self, answers: Sequence[tuple[float, float]]) -> None:
+        """Successful answers to the other processes that share a ledger with this state,
+        as ``(sent, answered)`` Unix times: ``sent`` a lower bound of when the request went,
+        ``answered`` an upper bound of when its answer arrived, each request once.
+
+        A counter weighs them as it weighs ours, so they make the proof that the server is
+        no counter (_weigh_as_counter) as strong as one process sending everything: with four
+        processes, each one's own requests weigh a quarter of what the server counts, and a
+        sliding log's Remaining never exceeds what a counter could report from a quarter.
+        Placing a request earlier and taking its answer later only weakens a test, so bounds
+        are enough. Nothing is kept once the counter is ruled out.
+        """
+        if not self._counter_possible:
+            return
+        shared = self._shared_evidence
+        for sent, answered in answers:
+            shared.append((answered, sent))
+
     def _rule_out_counter(self, now: float) -> None:
         self._counter_possible = False
         self._evidence.clear()
+        self._shared_evidence.clear()
         self._evidence_counts.clear()
         self._counter_answers.clear()
         self._counter_full = []
@@ -1289,6 +1333,7 @@ class GateState:
             self._shots_left = _MAX_SHOTS
             # Placed by the old clock: no longer a lower bound.
             self._evidence.clear()
+            self._shared_evidence.clear()
             self._evidence_counts.clear()
             self._forget_counter_offsets()
         else:

@@ -9,7 +9,7 @@ The algorithm
 The rule is the local gate's (see ``_state``): each request occupies a slot from its
 reservation until at least one period after its answer, so no latency has to be guessed, and
 as long after that as a sliding-window counter may still weigh it (below). Redis holds,
-per business, two sorted sets of request ids, in integer microseconds of Redis's own clock
+per business, three sorted sets of request ids, in integer microseconds of Redis's own clock
 (``TIME``; no float touches the ledger):
 
 * ``fly``: reserved, sent or not yet reported, scored by a deadline (reservation plus
@@ -63,6 +63,18 @@ early in a window frees at the counter's pace (``limit`` per period from the win
 also on a log or a bucket, where it could have freed at once; a steady pace loses a step per
 request (the README gives ``bench_redis.py``'s figures). Answers without ``Date`` are released
 one period after them (see ``_report_answer``).
+
+Until the server is proven no counter. Every process tests its answers as the local gate does
+(``GateState._weigh_as_counter``: a Remaining above what a counter could report), with every
+process's successes as evidence: the script keeps each one in ``ev`` (its slot time, before
+which it was not sent, and its answer's bound) and returns to each caller the others' entries
+reported since its previous call (``GateState.add_shared_evidence``). A quarter of a burst
+never proves it; the whole burst does (four FastAPI workers sharing 20 per 4 s against a
+sliding log: p95 5.7 s with each process's own evidence, 4.2 s with everyone's, where one
+worker alone measures 4.0 s). The first process with the proof says so in its next call:
+``nocounter`` is set, every answer of a window (``grp``) is released one period after it,
+and new answers are placed in no window. A 429 deletes ``nocounter`` (the pause script):
+the server may not be what the proof said.
 
 The server's word: an answer's ``X-RateLimit-Remaining`` is what the server would admit at an
 instant after its request went, and under all four algorithms it only grows with time, but
@@ -179,9 +191,9 @@ logger = logging.getLogger("callscaler_async.ratelimit")
 _US: Final = 1_000_000
 # A reserved slot: (loop time it may go, its id in the Redis ledger).
 _Slot = tuple[float, str]
-# An answer for the ledger: id, answered_us, hold_us, window, fades_us, remaining (see
-# _RESERVE_LUA).
-_Report = tuple[str, int, int, str, int, int]
+# An answer for the ledger: id, answered_us, hold_us, window, fades_us, remaining, counted
+# (see _RESERVE_LUA).
+_Report = tuple[str, int, int, str, int, int, int]
 # Handed to queued waiters instead of a slot when the gate switches to the local fallback.
 _USE_LOCAL: Final[_Slot] = (float("-inf"), "")
 # Answers are reported at the latest this many periods after the first unreported one
@@ -193,18 +205,22 @@ _UNBOUNDED_US: Final = 2**52
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
-# KEYS: fly, rel, pause, queue, live, grp, ans, word, queued. ARGV: qn (our waiters without a
-# slot; -1: only report, keep our queue entries), limit, period_us, cap_us, ttl_ms, token,
-# first_seq, lease_us (0: this token leaves), horizon_us (no slot is promised further ahead), then
-# qn arrival times on Redis's clock (upper bounds; 0: now), then (id, answered_us, hold_us,
-# window, fades_us, remaining) sextuples: answered_us is the answer's time on Redis's clock (an
-# upper bound), 0 for a slot never used; window the index of the latest aligned window the server
-# can have counted it in ('' where its answer could not be placed: then it is released hold_us
-# after the answer), fades_us a bound on Redis's clock by which a counter weighs it nothing;
-# remaining the answer's X-RateLimit-Remaining (-1: none, or not to be used). Returns {now,
-# waits..., retry, soonest}: retry (microseconds from now) is 0, or when to ask again if fewer
-# than qn slots could be promised, and soonest when the first unpromised slot comes at the
-# earliest (0: unknown).
+# KEYS: fly, rel, pause, queue, live, grp, ans, word, queued, ev, nocounter. ARGV: qn (our
+# waiters without a slot; -1: only report, keep our queue entries), limit, period_us, cap_us,
+# ttl_ms, token, first_seq, lease_us (0: this token leaves), horizon_us (no slot is promised
+# further ahead), since_us (our previous call's now: evidence reported after it is returned),
+# proved (1: our answers proved the server no sliding-window counter), then qn arrival times on
+# Redis's clock (upper bounds; 0: now), then (id, answered_us, hold_us, window, fades_us,
+# remaining, counted) septuples: answered_us is the answer's time on Redis's clock (an upper
+# bound), 0 for a slot never used; window the index of the latest aligned window the server can
+# have counted it in ('' where its answer could not be placed: then it is released hold_us after
+# the answer), fades_us a bound on Redis's clock by which a counter weighs it nothing; remaining
+# the answer's X-RateLimit-Remaining (-1: none, or not to be used); counted 1 for a success (the
+# server surely counted it). Returns {now, waits..., retry, soonest, nocounter, evidence}: retry
+# (microseconds from now) is 0, or when to ask again if fewer than qn slots could be promised,
+# soonest when the first unpromised slot comes at the earliest (0: unknown), nocounter 1 once
+# the server is known to be no counter, evidence the other processes' successes reported since
+# since_us, as 'sent_us:answered_us' (slot time and answer bound, on Redis's clock).
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -217,21 +233,41 @@ local ttl = tonumber(ARGV[5])
 local token = ARGV[6]
 local seq = tonumber(ARGV[7])
 local horizon = tonumber(ARGV[9])
+local since = tonumber(ARGV[10])
 local pause = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+-- Once any process's answers proved that the server is no sliding-window counter, a slot
+-- frees one period after its answer, as a log, a bucket or a fixed window needs: the
+-- staircase's answers are released at once to that, and new answers are placed nowhere.
+local nocounter = redis.call('GET', KEYS[11]) ~= false
+if ARGV[11] == '1' and not nocounter then
+  nocounter = true
+  for _, m in ipairs(redis.call('ZRANGE', KEYS[6], 0, -1)) do
+    local done, _, id = string.match(m, '^(%d+):(%d+):(.*)$')
+    local release = tonumber(done) + period
+    local held = redis.call('ZSCORE', KEYS[2], id)
+    if held and release < tonumber(held) then redis.call('ZADD', KEYS[2], release, id) end
+  end
+  redis.call('DEL', KEYS[6])
+end
+if nocounter then redis.call('SET', KEYS[11], '1', 'PX', ttl) end
 local queued = {}
 for i = 1, n do
-  local a = tonumber(ARGV[9 + i])
+  local a = tonumber(ARGV[11 + i])
   if a == 0 or a > now then a = now end
   queued[i] = a
 end
 local touched = {}
 local words = {}
-for i = 10 + n, #ARGV - 5, 6 do
+for i = 12 + n, #ARGV - 6, 7 do
   local id = ARGV[i]
   local done = tonumber(ARGV[i + 1])
   local hold = tonumber(ARGV[i + 2])
   local window = ARGV[i + 3]
   local remaining = tonumber(ARGV[i + 5])
+  if nocounter then
+    window = ''
+    hold = period
+  end
   if hold < period then hold = period end
   if hold > 2 * period then hold = 2 * period end
   if done > now then done = now end
@@ -244,6 +280,10 @@ for i = 10 + n, #ARGV - 5, 6 do
     local sent = tonumber(reserved) - cap
     if remaining >= 0 and sent >= now - period and sent >= pause then
       words[#words + 1] = {sent, remaining}
+    end
+    if ARGV[i + 6] == '1' and not nocounter then
+      redis.call('ZADD', KEYS[10], now, string.format('%.0f', sent) .. ':' ..
+        string.format('%.0f', done) .. ':' .. id)
     end
     if window == '' then
       redis.call('ZADD', KEYS[2], done + hold, id)
@@ -398,6 +438,23 @@ if qn > served then
 end
 out[#out + 1] = retry
 out[#out + 1] = earliest - now
+-- The other processes' successes reported since our previous call, for our own proof that
+-- the server is no counter (GateState.add_shared_evidence); kept three periods.
+local evidence = {}
+if nocounter then
+  redis.call('DEL', KEYS[10])
+  out[#out + 1] = 1
+else
+  redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now - 3 * period)
+  local mine = token .. ':'
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[10], string.format('(%.0f', since),
+      '+inf')) do
+    local sent, done, id = string.match(m, '^(%d+):(%d+):(.*)$')
+    if string.sub(id, 1, #mine) ~= mine then evidence[#evidence + 1] = sent .. ':' .. done end
+  end
+  out[#out + 1] = 0
+end
+out[#out + 1] = evidence
 word = word - served
 if word > 0 then
   redis.call('SET', KEYS[8], string.format('%.0f', word), 'PX', ttl)
@@ -413,6 +470,7 @@ redis.call('PEXPIRE', KEYS[5], ttl + extra)
 redis.call('PEXPIRE', KEYS[6], ttl + extra)
 redis.call('PEXPIRE', KEYS[7], ttl + extra)
 redis.call('PEXPIRE', KEYS[9], ttl + extra)
+redis.call('PEXPIRE', KEYS[10], ttl + extra)
 return out
 """
 
@@ -434,6 +492,8 @@ if old > untilt then untilt = old end
 local ms = math.floor((untilt - now) / 1000) + ttl
 redis.call('SET', KEYS[3], string.format('%.0f', untilt), 'PX', ms)
 redis.call('DEL', KEYS[8])
+-- Whatever proved the server no counter, a 429 says the ledger's picture is wrong.
+redis.call('DEL', KEYS[11])
 local step = math.floor(period / limit)
 for j = 0, limit - 1 do
   redis.call('ZADD', KEYS[2], untilt + j * step,
@@ -585,6 +645,8 @@ class RedisRateLimiter:
         self._grp_key = f"{key_prefix}{{{business}}}:grp"
         self._ans_key = f"{key_prefix}{{{business}}}:ans"
         self._word_key = f"{key_prefix}{{{business}}}:word"
+        self._evidence_key = f"{key_prefix}{{{business}}}:ev"
+        self._nocounter_key = f"{key_prefix}{{{business}}}:nocounter"
         self._own_client = client is None
         self._client: aioredis.Redis | None = client
         self._reserve_script: AsyncScript | None = None
@@ -621,8 +683,14 @@ class RedisRateLimiter:
         self._answers: list[_Report] = []
         self._report_handle: asyncio.TimerHandle | None = None
         self._report_tasks: set[asyncio.Task[None]] = set()
-        # Redis's clock minus the loop's, upper bounds from recent calls: (loop time, bound).
-        self._offsets: deque[tuple[float, float]] = deque()
+        # Redis's clock minus the loop's, bounds from recent calls: (loop time, upper bound,
+        # lower bound).
+        self._offsets: deque[tuple[float, float, float]] = deque()
+        # Redis's clock at our latest call (the shared evidence is read from there on), and
+        # whether our own proof that the server is no counter reached the ledger.
+        self._since_us = 0
+        self._proof_shared = False
+        self.counter_ruled_out = False
         self._closed = False
         # Counters: Redis calls made (reservations and answer reports), reservations among
         # them, requests admitted, reserved slots left unused.
@@ -664,6 +732,9 @@ class RedisRateLimiter:
         self._ids = {}
         self._answers = []
         self._offsets = deque()
+        self._since_us = 0
+        self._proof_shared = False
+        self.counter_ruled_out = False
         self._last_call = -math.inf
 
     # ------------------------------------------------------------------ basics
@@ -755,6 +826,8 @@ class RedisRateLimiter:
                 self._ans_key,
                 self._word_key,
                 self._queued_key,
+                self._evidence_key,
+                self._nocounter_key,
             ]
             return await script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -779,6 +852,9 @@ class RedisRateLimiter:
             flat += report
         limit = self._limit()
         sent_at = self._loop.time()
+        if self._state.counter_possible:
+            self._proof_shared = False  # (a 429 took our proof back)
+        proving = not (self._state.counter_possible or self._proof_shared)
         try:
             out = await self._call(
                 "reserve",
@@ -792,6 +868,8 @@ class RedisRateLimiter:
                     self._next_id,
                     0 if leaving else self._lease_us,
                     self._promise_us,
+                    self._since_us,
+                    int(proving),
                     *(queue or ()),
                     *flat,
                 ],
@@ -802,21 +880,45 @@ class RedisRateLimiter:
             raise
         now = self._loop.time()
         self._last_call = sent_at
+        self._since_us = int(out[0])
         redis_now = int(out[0]) / _US
-        # Redis read its clock after we sent: its clock minus ours is at most this.
+        # Redis read its clock after we sent and before we received: its clock minus ours
+        # is at most the first, at least the second.
         offsets = self._offsets
-        offsets.append((now, redis_now - sent_at))
+        offsets.append((now, redis_now - sent_at, redis_now - now))
         while len(offsets) > 1 and offsets[0][0] < now - 1.0:
             offsets.popleft()
-        waits = [int(w) / _US for w in out[1:-2]]
+        self._proof_shared = self._proof_shared or proving
+        self.counter_ruled_out = bool(int(out[-2]))
+        if out[-1]:
+            self._add_evidence(out[-1])
+        waits = [int(w) / _US for w in out[1:-4]]
         self._next_id += len(waits)
         if queue is not None:
             self._queued = len(queue) - len(waits)
-        return now, waits, int(out[-2]) / _US, int(out[-1]) / _US
+        return now, waits, int(out[-4]) / _US, int(out[-3]) / _US
+
+    def _add_evidence(self, entries: list[bytes]) -> None:
+        """Hand the other processes' successes to our state, in our Unix time: each sent no
+        earlier than its slot and answered no later than the ledger's bound, through the
+        widest offset between Redis's clock and ours that recent calls allow."""
+        high = min(b for _, b, _ in self._offsets)
+        low = max(b for _, _, b in self._offsets)
+        unix_minus_loop = self._anchor_unix - self._anchor_loop
+        answers = []
+        for entry in entries:
+            sent_us, _, answered_us = entry.partition(b":")
+            answers.append(
+                (
+                    int(sent_us) / _US - high + unix_minus_loop,
+                    int(answered_us) / _US - low + unix_minus_loop,
+                )
+            )
+        self._state.add_shared_evidence(answers)
 
     def _redis_time_us(self, loop_time: float) -> int:
         """An upper bound of Redis's clock at ``loop_time`` (microseconds)."""
-        bound = min(b for _, b in self._offsets)
+        bound = min(b for _, b, _ in self._offsets)
         return math.ceil((loop_time + bound) * _US)
 
     # ---------------------------------------------------------------- admission
@@ -1161,11 +1263,16 @@ class RedisRateLimiter:
         window: str = "",
         fades_us: int = 0,
         remaining: int = -1,
+        counted: bool = False,
     ) -> None:
         """Queue an answer (or a slot never used: 0) for the ledger: its slot is released
         ``hold_us`` after the answer, or, with a ``window``, where the script's staircase
-        over that window's answers puts it; ``remaining`` (>= 0) is the server's word."""
-        self._answers.append((ident, answered_us, hold_us, window, fades_us, remaining))
+        over that window's answers puts it; ``remaining`` (>= 0) is the server's word;
+        ``counted``: a success, evidence for the other processes' proof that the server is
+        no counter."""
+        self._answers.append(
+            (ident, answered_us, hold_us, window, fades_us, remaining, int(counted))
+        )
         loop = self._loop
         if self._report_handle is None and loop is not None and not self._closed:
             self._report_handle = loop.call_later(
@@ -1174,7 +1281,7 @@ class RedisRateLimiter:
 
     def _report_answer(
         self, ident: str, answered_us: int, ticket: Ticket, now: float,
-        reading: HeaderReading | None,
+        reading: HeaderReading | None, counted: bool,
     ) -> None:  # fmt: skip
         """Queue an answer with what places its slot's release: the latest aligned window
         the server can have counted it in, and when a sliding-window counter weighs that
@@ -1192,12 +1299,14 @@ class RedisRateLimiter:
             remaining = max(0, reading.remaining)
         window = self._state.answer_window(ticket, now, self.unix_now(), reading)
         if window is None:
-            self._report(ident, answered_us, period_us, remaining=remaining)
+            self._report(ident, answered_us, period_us, remaining=remaining, counted=counted)
             return
         window_end, fades_at = window
         fades_us = self._redis_time_us(fades_at) if self._offsets else _UNBOUNDED_US
         index = round(window_end / self._rate_limit.period)
-        self._report(ident, answered_us, 2 * period_us, str(index), fades_us, remaining)
+        self._report(
+            ident, answered_us, 2 * period_us, str(index), fades_us, remaining, counted
+        )
 
     def _cancel_report_timer(self) -> None:
         if self._report_handle is not None:
@@ -1251,7 +1360,8 @@ class RedisRateLimiter:
         reading = parse_rate_headers(headers) if headers else None
         if ident is not None:
             answered_us = self._redis_time_us(now) if self._offsets else _UNBOUNDED_US
-            self._report_answer(ident, answered_us, ticket, now, reading)
+            counted = status is not None and 200 <= status < 300
+            self._report_answer(ident, answered_us, ticket, now, reading, counted)
         paused = self._state.complete(
             ticket,
             now,
