@@ -116,8 +116,10 @@ async def test_waiters_cost_one_call_per_batch(redis_server: RedisServer) -> Non
         if k in ("cmdstat_evalsha", "cmdstat_eval")
     )
     assert calls <= gate.redis_calls <= calls + 1, (calls, gate.redis_calls)
-    # 60 waiters, 20 per batch: 3 batches (a spare call or two at most), never 60.
-    assert 3 <= calls <= 6, calls
+    # 60 waiters, 20 per batch: 3 batches (a spare call or two at most), never 60; and one
+    # call per half lease while waiters wait (the lease, 1 s here, keeps their turn).
+    renewals = int((max(sends) - started) / (gate._lease / 2))
+    assert 3 <= calls <= 6 + renewals, (calls, renewals)
     assert max_in_window(list(sends), PERIOD) <= LIMIT
     assert max(sends) - started >= 2 * PERIOD  # the third batch waited two periods
 
@@ -496,6 +498,36 @@ async def test_processes_are_served_in_order_of_arrival(redis_server: RedisServe
     finally:
         await early.aclose()
         await late.aclose()
+
+
+async def test_a_process_waiting_longer_than_its_lease_keeps_its_turn(
+    redis_server: RedisServer,
+) -> None:
+    """A waiter may wait a period; the lease (0.2 s here) must not run out meanwhile, or the
+    next call of any process would take its waiters out of the shared queue and give their
+    turn to later arrivals elsewhere."""
+    gate = RedisRateLimiter(
+        redis_server.url, business="lease-wait", rate_limit=RateLimit(1, 2.0),
+        liveness_timeout=0.2,
+    )  # fmt: skip
+    inspector = aioredis.Redis.from_url(redis_server.url)
+    try:
+        gate.complete(await gate.acquire(), status=200, headers={})
+        waiting = asyncio.create_task(gate.acquire())
+        leases_left = []
+        for _ in range(6):
+            await asyncio.sleep(0.25)
+            seconds, micros = await inspector.time()
+            lease = await inspector.zscore("callscaler:rl:{lease-wait}:live", gate._token)
+            queued = await inspector.zcard("callscaler:rl:{lease-wait}:queue")
+            assert lease is not None and queued == 1, (lease, queued)
+            leases_left.append(lease - (seconds * 1_000_000 + micros))
+        assert not waiting.done()
+        assert min(leases_left) > 0, leases_left
+        gate.complete(await waiting, status=200, headers={})
+    finally:
+        await gate.aclose()
+        await inspector.aclose()
 
 
 async def test_a_closed_gate_refuses_instead_of_waiting(redis_server: RedisServer) -> None:

@@ -120,8 +120,8 @@ Each process holds a *lease* in a fifth set, ``live``: its ledger token scored b
 end, ``liveness_timeout`` after its latest call or after the latest slot it was given,
 whichever is later (renewed by every call, never shortened but by a goodbye). When a lease
 has run out, the next call of any process treats that token's ``fly`` entries as answered at
-the lease's end (released two periods later: no answer places them in the server's windows)
-and drops its entries in ``queue``. So a process
+the lease's end (released two periods later: no answer places them in the server's windows;
+one period once the server is known to be no counter) and drops its entries in ``queue``. So a process
 killed without a goodbye holds the budget at most ``liveness_timeout`` longer than it would
 have by using its slots: with the defaults (``period / 6``, between 1 s and 10 s) 10 s at the
 API's 60 per minute, instead of ``in_flight_timeout`` (60 s) that still bounds entries
@@ -353,10 +353,13 @@ if lease == 0 or mine < now + lease then
   mine = now + lease
   redis.call('ZADD', KEYS[5], mine, token)
 end
+-- Slots without an answer are held two periods (no answer tells in which window a counter
+-- counted them), one where the server is no counter.
+local unanswered = 2 * period
+if nocounter then unanswered = period end
 local gone = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'WITHSCORES')
 if #gone > 0 then
-  -- Processes whose lease ran out: their entries are held as answered at its end, for two
-  -- periods (no answer tells in which window the server counted them).
+  -- Processes whose lease ran out: their entries are held as answered at its end.
   local ended = {}
   for i = 1, #gone, 2 do
     ended[gone[i]] = tonumber(gone[i + 1])
@@ -367,16 +370,16 @@ if #gone > 0 then
     local at = ended[string.match(id, '^(.*):[^:]*$')]
     if at then
       redis.call('ZREM', KEYS[1], id)
-      redis.call('ZADD', KEYS[2], at + 2 * period, id)
+      redis.call('ZADD', KEYS[2], at + unanswered, id)
       redis.call('ZADD', KEYS[7], at, id)
     end
   end
 end
--- Past their in-flight deadline: held as answered then, for two periods (as above).
+-- Past their in-flight deadline: held as answered then (as above).
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES')
 for i = 1, #dead, 2 do
   redis.call('ZREM', KEYS[1], dead[i])
-  redis.call('ZADD', KEYS[2], tonumber(dead[i + 1]) + 2 * period, dead[i])
+  redis.call('ZADD', KEYS[2], tonumber(dead[i + 1]) + unanswered, dead[i])
   redis.call('ZADD', KEYS[7], tonumber(dead[i + 1]), dead[i])
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
@@ -1112,7 +1115,8 @@ class RedisRateLimiter:
         """Reserve slots for the local waiters: one Redis call in flight at most.
 
         A call goes when our queue changed (an arrival takes its place in the shared queue
-        at once; a cancelled waiter leaves it) or when the ledger said to ask again.
+        at once; a cancelled waiter leaves it), when the ledger said to ask again, or half a
+        lease after our latest call.
         """
         loop = self._loop
         assert loop is not None
@@ -1126,7 +1130,14 @@ class RedisRateLimiter:
                 waiting = self._live_waiters()
                 if not waiting and not self._queued:
                     return
-                ahead = self._retry_at - loop.time()
+                now = loop.time()
+                ahead = self._retry_at - now
+                # Our lease is renewed before it runs out, however long the ledger said to
+                # wait: an ended lease drops our waiters from the shared queue, and waiters
+                # of other processes that arrived after them would take their turn.
+                renew = self._last_call + self._lease / 2 - now
+                if renew < ahead:
+                    ahead = renew
                 if waiting and not self._queue_changed and ahead > 0:
                     await self._sleep_unless_woken(ahead)
                     continue
