@@ -121,8 +121,9 @@ end, ``liveness_timeout`` after its latest call or after the latest slot it was 
 whichever is later (renewed by every call, never shortened but by a goodbye). When a lease
 has run out, the next call of any process treats that token's ``fly`` entries as answered at
 the lease's end (released two periods later: no answer places them in the server's windows;
-one period once the server is known to be no counter) and drops its entries in ``queue``. So a process
-killed without a goodbye holds the budget at most ``liveness_timeout`` longer than it would
+one period once the server is known to be no counter) and drops its entries in ``queue``. A
+process waiting for a slot renews its lease every half lease, however long it waits. So a
+process killed without a goodbye holds the budget at most ``liveness_timeout`` longer than it would
 have by using its slots: with the defaults (``period / 6``, between 1 s and 10 s) 10 s at the
 API's 60 per minute, instead of ``in_flight_timeout`` (60 s) that still bounds entries
 without a lease. Safe because a live process sends nothing after its lease ends: every slot
