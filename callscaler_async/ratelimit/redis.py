@@ -85,6 +85,17 @@ releases say; the largest such figure, less every reservation made since, is kep
 ``word`` and lets that many reservations skip the wait for a release (never the ``limit``
 in flight). Only requests sent after the latest 429's pause speak for the server.
 
+The probe: with nothing in flight, the latest answer (``ans``, an upper bound) came after
+every request the server counted, so one period later it admits one more whatever its
+algorithm (a new fixed window, a log that let them all go, a full bucket, a counter whose
+previous window weighs less than ``limit`` past phase 0 and whose current one counts nothing
+of ours). The first waiter in the queue may go then, whatever the releases say, and its
+answer's Remaining, as the server's word and as evidence against a counter, decides the rest;
+until the probe's answer is reported (a twentieth of a period) the others ask again soon after
+it, not when the releases say. No probe while the latest 429's pause key lives. Without it, a
+burst at the start of a server window was held by the staircase up to two periods with nothing
+sent that could prove the server no counter.
+
 Slots are mapped to the loop clock as *answer received + wait*, never earlier than Redis
 meant; a late send only uses the slot late (a waiter more than ``in_flight_timeout / 2``
 late reserves again).
@@ -206,7 +217,7 @@ _UNBOUNDED_US: Final = 2**52
 # Socket timeouts of the client we create: the gate must never hang on Redis.
 _SOCKET_TIMEOUT: Final = 2.0
 
-# KEYS: fly, rel, pause, queue, live, grp, ans, word, queued, ev, nocounter. ARGV: qn (our
+# KEYS: fly, rel, pause, queue, live, grp, ans, word, queued, ev, nocounter, probe. ARGV: qn (our
 # waiters without a slot; -1: only report, keep our queue entries), limit, period_us, cap_us,
 # ttl_ms, token, first_seq, lease_us (0: this token leaves), horizon_us (no slot is promised
 # further ahead), since_us (our previous call's now: evidence reported after it is returned),
@@ -390,6 +401,20 @@ local held = #rel / 2
 local out = {now}
 local retry = 0
 local earliest = now
+-- The probe: with nothing in flight, every request the server counted was counted by the
+-- latest answer (an upper bound, in ans), and one period later it admits one more whatever
+-- its algorithm (a fixed window has a new window; a log has let them all go; a bucket is
+-- full; a counter's previous window weighs less than limit once its phase is past 0, and
+-- its current one counts nothing of ours). So the first waiter may go then, whatever the
+-- releases say: under a counter's staircase, that answer is what tells a log (Remaining
+-- high) from a counter. Not while the latest 429's pause key lives: that probe may have
+-- been the one the server refused.
+local probe = nil
+local probed = tonumber(redis.call('GET', KEYS[12]) or '0') or 0
+if flying == 0 and pause == 0 then
+  local last = redis.call('ZRANGE', KEYS[7], -1, -1, 'WITHSCORES')
+  if #last > 0 then probe = tonumber(last[2]) + period + 1000 end
+end
 for i = 1, n do
   -- First come, first served across processes: our i-th waiter takes the j-th slot to
   -- come, after every other process's waiter that arrived before it.
@@ -416,6 +441,7 @@ for i = 1, n do
   local k = held - q
   if k >= 1 and j > word then
     local free = tonumber(rel[2 * k])
+    if probe and j == 1 and probe < free then free = probe end
     if free > r then r = free end
   end
   if r > now + horizon then
@@ -427,6 +453,11 @@ for i = 1, n do
     break
   end
   redis.call('ZADD', KEYS[1], r + cap, token .. ':' .. string.format('%.0f', seq + i - 1))
+  if probe and r == probe then
+    probed = r
+    redis.call('SET', KEYS[12], string.format('%.0f', r), 'PX', ttl)
+  end
+  probe = nil
   out[#out + 1] = r - now
   if lease > 0 and r + lease > mine then
     mine = r + lease
@@ -434,6 +465,15 @@ for i = 1, n do
   end
 end
 local served = #out - 1
+-- The probe's answer is reported within a twentieth of a period: whoever still waits asks
+-- again then (with a hundredth for its round trip), not when the releases say.
+if qn > served and probed > 0 then
+  local soon = probed + math.floor(period / 20) + math.floor(period / 100) - now
+  if soon > 0 and (retry == 0 or soon < retry) then
+    retry = soon
+    earliest = now + soon
+  end
+end
 if qn > served then
   for i = served + 1, qn do
     redis.call('ZADD', KEYS[4], queued[i], token .. ':' .. (i - served))
@@ -651,6 +691,7 @@ class RedisRateLimiter:
         self._word_key = f"{key_prefix}{{{business}}}:word"
         self._evidence_key = f"{key_prefix}{{{business}}}:ev"
         self._nocounter_key = f"{key_prefix}{{{business}}}:nocounter"
+        self._probe_key = f"{key_prefix}{{{business}}}:probe"
         self._own_client = client is None
         self._client: aioredis.Redis | None = client
         self._reserve_script: AsyncScript | None = None
@@ -832,6 +873,7 @@ class RedisRateLimiter:
                 self._queued_key,
                 self._evidence_key,
                 self._nocounter_key,
+                self._probe_key,
             ]
             return await script(keys=keys, args=args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
