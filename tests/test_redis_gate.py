@@ -781,3 +781,21 @@ async def test_processes_prove_together_that_the_server_is_no_counter(
         stats = fake.stats
     assert stats.rate_limited == 0, stats.by_status
     assert ruled_out == [algorithm != "counter"] * 4
+
+
+def test_overlapping_calls_hand_each_shared_answer_over_once() -> None:
+    """A report and a reservation may be in flight together, both asking for what was
+    reported since the same call, and answer in either order: the state gets every other
+    process's success once (twice would overstate a counter's weight and prove a counter
+    none). No Redis is involved: this is what the limiter does with the two replies."""
+    gate = RedisRateLimiter("redis://127.0.0.1:1/0", business="overlap", rate_limit=RATE)
+    gate._offsets.append((0.0, 0.0, 0.0))  # Redis's clock equals the loop's
+    entries = {t: f"{t}:{t - 50}:{t - 10}".encode() for t in (1_000, 2_000, 3_000)}
+    later = [entries[1_000], entries[2_000], entries[3_000]]  # ran at 3_500
+    earlier = [entries[1_000], entries[2_000]]  # ran at 2_500, answered second
+    gate._take_evidence(later, 3_500)
+    gate._take_evidence(earlier, 2_500)
+    gate._take_evidence([entries[3_000]], 3_600)  # (a third call that overlapped the first)
+    shared = list(gate.state._shared_evidence)
+    assert len(shared) == 3, shared
+    assert sorted(round(sent * 1e6) for _, sent in shared) == [950, 1_950, 2_950]

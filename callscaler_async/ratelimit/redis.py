@@ -232,7 +232,8 @@ _SOCKET_TIMEOUT: Final = 2.0
 # (microseconds from now) is 0, or when to ask again if fewer than qn slots could be promised,
 # soonest when the first unpromised slot comes at the earliest (0: unknown), nocounter 1 once
 # the server is known to be no counter, evidence the other processes' successes reported since
-# since_us, as 'sent_us:answered_us' (slot time and answer bound, on Redis's clock).
+# since_us, as 'reported_us:sent_us:answered_us' (when it was reported, its slot time and its
+# answer's bound, on Redis's clock).
 _RESERVE_LUA: Final = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -491,10 +492,13 @@ if nocounter then
 else
   redis.call('ZREMRANGEBYSCORE', KEYS[10], '-inf', now - 3 * period)
   local mine = token .. ':'
-  for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[10], string.format('(%.0f', since),
-      '+inf')) do
-    local sent, done, id = string.match(m, '^(%d+):(%d+):(.*)$')
-    if string.sub(id, 1, #mine) ~= mine then evidence[#evidence + 1] = sent .. ':' .. done end
+  local found = redis.call('ZRANGEBYSCORE', KEYS[10], string.format('(%.0f', since), '+inf',
+    'WITHSCORES')
+  for k = 1, #found, 2 do
+    local sent, done, id = string.match(found[k], '^(%d+):(%d+):(.*)$')
+    if string.sub(id, 1, #mine) ~= mine then
+      evidence[#evidence + 1] = found[k + 1] .. ':' .. sent .. ':' .. done
+    end
   end
   out[#out + 1] = 0
 end
@@ -926,7 +930,6 @@ class RedisRateLimiter:
             raise
         now = self._loop.time()
         self._last_call = sent_at
-        self._since_us = int(out[0])
         redis_now = int(out[0]) / _US
         # Redis read its clock after we sent and before we received: its clock minus ours
         # is at most the first, at least the second.
@@ -936,24 +939,35 @@ class RedisRateLimiter:
             offsets.popleft()
         self._proof_shared = self._proof_shared or proving
         self.counter_ruled_out = bool(int(out[-2]))
-        if out[-1]:
-            self._add_evidence(out[-1])
+        self._take_evidence(out[-1], int(out[0]))
         waits = [int(w) / _US for w in out[1:-4]]
         self._next_id += len(waits)
         if queue is not None:
             self._queued = len(queue) - len(waits)
         return now, waits, int(out[-4]) / _US, int(out[-3]) / _US
 
-    def _add_evidence(self, entries: list[bytes]) -> None:
-        """Hand the other processes' successes to our state, in our Unix time: each sent no
-        earlier than its slot and answered no later than the ledger's bound, through the
-        widest offset between Redis's clock and ours that recent calls allow."""
+    def _take_evidence(self, entries: list[bytes], now_us: int) -> None:
+        """Hand the other processes' successes that a call returned (it ran at ``now_us``)
+        to our state, each once, in our Unix time: each sent no earlier than its slot and
+        answered no later than the ledger's bound, through the widest offset between Redis's
+        clock and ours that recent calls allow.
+
+        Calls may overlap (a report beside a reservation) and answer in any order: each
+        takes only what was reported after the latest call answered so far. A request the
+        state counted twice would overstate what a counter weighs, and prove a counter none.
+        """
+        since = self._since_us
+        self._since_us = max(since, now_us)
+        if not entries:
+            return
         high = min(b for _, b, _ in self._offsets)
         low = max(b for _, _, b in self._offsets)
         unix_minus_loop = self._anchor_unix - self._anchor_loop
         answers = []
         for entry in entries:
-            sent_us, _, answered_us = entry.partition(b":")
+            reported_us, sent_us, answered_us = entry.split(b":")
+            if int(reported_us) <= since:
+                continue  # already handed over by an overlapping call
             answers.append(
                 (
                     int(sent_us) / _US - high + unix_minus_loop,
