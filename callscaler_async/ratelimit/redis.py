@@ -70,8 +70,8 @@ process's successes as evidence: the script keeps each one in ``ev`` (its slot t
 which it was not sent, and its answer's bound) and returns to each caller the others' entries
 reported since its previous call (``GateState.add_shared_evidence``). A quarter of a burst
 never proves it; the whole burst does (four FastAPI workers sharing 20 per 4 s against a
-sliding log: p95 5.7 s with each process's own evidence, 4.2 s with everyone's, where one
-worker alone measures 4.0 s). The first process with the proof says so in its next call:
+sliding log: p95 5.7 s with each process's own evidence, 4.0-4.4 s with everyone's, where
+one worker alone measures 4.0 s). The first process with the proof says so in its next call:
 ``nocounter`` is set, every answer of a window (``grp``) is released one period after it,
 and new answers are placed in no window. A 429 deletes ``nocounter`` (the pause script):
 the server may not be what the proof said.
