@@ -798,4 +798,4 @@ def test_overlapping_calls_hand_each_shared_answer_over_once() -> None:
     gate._take_evidence([entries[3_000]], 3_600)  # (a third call that overlapped the first)
     shared = list(gate.state._shared_evidence)
     assert len(shared) == 3, shared
-    assert sorted(round(sent * 1e6) for _, sent in shared) == [950, 1_950, 2_950]
+    assert sorted(round(sent * 1e6) for sent, _ in shared) == [950, 1_950, 2_950]

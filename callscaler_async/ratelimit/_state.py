@@ -438,7 +438,7 @@ class GateState:
         self._evidence: deque[tuple[int, float]] = deque()
         self._evidence_counts: dict[tuple[int, float], dict[int, int]] = {}
         # The same for other processes that share a ledger with us (see add_shared_evidence):
-        # (Unix time by which it was answered, Unix time before which it was not sent).
+        # (Unix time before which it was not sent, Unix time by which it was answered).
         self._shared_evidence: deque[tuple[float, float]] = deque()
         # The clock offsets (server minus ours) a counter can have, given the Remaining it
         # reported (_weigh_as_counter): within the Date headers' interval, often much
@@ -1183,7 +1183,7 @@ class GateState:
         oldest = sent - 3 * self.period - (hi - lo)
         while evidence and evidence[0][1] < oldest:
             evidence.popleft()
-        while shared and shared[0][1] < oldest:
+        while shared and shared[0][0] < oldest:
             shared.popleft()
         evidence.append((self._answers - 1, sent))  # (this answer's index: recorded just now)
 
@@ -1247,7 +1247,7 @@ class GateState:
         earliest instant it can have been sent, were the clock offset ``offset`` or more."""
         period = self.period
         merged = dict(counts)
-        for answered, earliest in self._shared_evidence:
+        for earliest, answered in self._shared_evidence:
             if answered < sent:
                 window = math.floor((earliest + offset) / period)
                 merged[window] = merged.get(window, 0) + 1
@@ -1265,11 +1265,8 @@ class GateState:
         Placing a request earlier and taking its answer later only weakens a test, so bounds
         are enough. Nothing is kept once the counter is ruled out.
         """
-        if not self._counter_possible:
-            return
-        shared = self._shared_evidence
-        for sent, answered in answers:
-            shared.append((answered, sent))
+        if self._counter_possible:
+            self._shared_evidence.extend(answers)
 
     def _rule_out_counter(self, now: float) -> None:
         self._counter_possible = False
